@@ -1,0 +1,159 @@
+"""The bot's settings, read from the environment and `.env` (pydantic-settings).
+
+Provider priority is the key order of `AVAILABLE_PROVIDERS` (first key = primary), as the seed
+has it; it can be overridden from the environment as JSON, e.g.
+`AVAILABLE_PROVIDERS='{"openai": ["gpt-4-turbo"], "ollama": ["llama3.2"]}'`.
+
+`load_settings()` turns any invalid value into one `ConfigError` naming the setting;
+`settings` (module attribute, loaded on first use) is the process-wide instance.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+from plugins.llm_fallback.providers import OPENAI_DEFAULT_URL, ProviderSpec, ollama_api_url
+
+# Provider order: 1st key = primary, 2nd = fallback (dicts keep insertion order).
+AVAILABLE_PROVIDERS: dict[str, list[str]] = {
+    "ollama": ["gpt-oss", "llama3.2"],  # 1st key = Primary
+    "openai": ["gpt-5", "gpt-4-turbo"],  # 2nd key = Fallback
+}
+BUILTIN_PROVIDERS = ("ollama", "openai")
+
+
+class ExtraProvider(BaseModel):
+    """Another OpenAI-compatible endpoint, declared in `LLM_EXTRA_PROVIDERS`."""
+
+    base_url: str
+    api_key: SecretStr | None = None
+    timeout: float = Field(60.0, gt=0)
+
+
+class ConfigError(ValueError):
+    """Invalid configuration: the message names the setting; start-up stops."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Telegram
+    BOT_TOKEN: SecretStr | None = None
+    ADMIN_IDS: Annotated[list[int], NoDecode] = []
+    TELEGRAM_API_URL: str | None = None
+    DEFAULT_LANGUAGE: str = "en"
+    LOG_LEVEL: str = "INFO"
+
+    # Shared state
+    REDIS_URL: str | None = None
+    REDIS_PREFIX: str = "llm:"
+
+    # Ollama
+    OLLAMA_URL: str = "http://localhost:11434"
+    OLLAMA_MODEL_NAME: str | None = None
+    OLLAMA_TIMEOUT: float = Field(60.0, gt=0)
+
+    # OpenAI (or an OpenAI-compatible API)
+    OPENAI_API_KEY: SecretStr | None = None
+    OPENAI_MODEL_NAME: str | None = None
+    OPENAI_TIMEOUT: float = Field(60.0, gt=0)
+    OPENAI_BASE_URL: str | None = None
+
+    # Failover
+    AVAILABLE_PROVIDERS: dict[str, list[str]] = Field(default_factory=lambda: dict(AVAILABLE_PROVIDERS))
+    LLM_EXTRA_PROVIDERS: dict[str, ExtraProvider] = {}
+    LLM_CONNECT_TIMEOUT: float = Field(3.0, gt=0)
+    LLM_PREFERRED_TTL: int = Field(1800, gt=0)
+    LLM_FAILURE_COOLDOWN: int = Field(300, gt=0)
+
+    # Conversations
+    HISTORY_MAX_MESSAGES: int = Field(20, ge=2, le=200)
+    HISTORY_TTL: int = Field(7 * 24 * 3600, gt=0)
+
+    @field_validator("ADMIN_IDS", mode="before")
+    @classmethod
+    def _split_ids(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.replace(";", ",").split(",") if part.strip()]
+        if isinstance(value, int):
+            return [value]
+        return value
+
+    @field_validator("OPENAI_API_KEY", "OPENAI_BASE_URL", "OLLAMA_MODEL_NAME", "OPENAI_MODEL_NAME",
+                     "REDIS_URL", "TELEGRAM_API_URL", "BOT_TOKEN", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_providers(self) -> Settings:
+        order = self.AVAILABLE_PROVIDERS
+        if not order:
+            raise ValueError("AVAILABLE_PROVIDERS: at least one provider is required")
+        known = set(BUILTIN_PROVIDERS) | set(self.LLM_EXTRA_PROVIDERS)
+        for name, models in order.items():
+            if name not in known:
+                raise ValueError(
+                    f"AVAILABLE_PROVIDERS: unknown provider {name!r} (known: {', '.join(sorted(known))}; "
+                    "declare other OpenAI-compatible endpoints in LLM_EXTRA_PROVIDERS)"
+                )
+            if not models or not all(isinstance(m, str) and m.strip() for m in models):
+                raise ValueError(f"AVAILABLE_PROVIDERS: provider {name!r} needs a non-empty list of model names")
+        return self
+
+    def provider_specs(self) -> list[ProviderSpec]:
+        """The providers in priority order, as the failover engine takes them."""
+        return [self._spec(name, models) for name, models in self.AVAILABLE_PROVIDERS.items()]
+
+    def _spec(self, name: str, models: list[str]) -> ProviderSpec:
+        connect = self.LLM_CONNECT_TIMEOUT
+        if name == "ollama":
+            return ProviderSpec("ollama", "ollama", ollama_api_url(self.OLLAMA_URL),
+                                _models(self.OLLAMA_MODEL_NAME, models), None, self.OLLAMA_TIMEOUT, connect)
+        if name == "openai":
+            return ProviderSpec("openai", "openai", (self.OPENAI_BASE_URL or OPENAI_DEFAULT_URL).rstrip("/"),
+                                _models(self.OPENAI_MODEL_NAME, models), self.OPENAI_API_KEY, self.OPENAI_TIMEOUT,
+                                connect, configured=self.OPENAI_API_KEY is not None)
+        extra = self.LLM_EXTRA_PROVIDERS[name]
+        return ProviderSpec(name, "openai", extra.base_url.rstrip("/"), tuple(models), extra.api_key, extra.timeout,
+                            connect)
+
+
+def _models(preferred: str | None, listed: list[str]) -> tuple[str, ...]:
+    """`*_MODEL_NAME`, when set, is tried first, then the provider's models from AVAILABLE_PROVIDERS."""
+    names = [preferred] if preferred else []
+    return tuple(dict.fromkeys(names + listed))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings; raise `ConfigError` with one line per invalid setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors(include_url=False, include_input=False):
+            where = ".".join(str(part) for part in problem["loc"])
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {message}" if where else message)
+        raise ConfigError("Invalid configuration — " + "; ".join(lines)) from None
+    except SettingsError as error:  # e.g. malformed JSON in AVAILABLE_PROVIDERS
+        raise ConfigError(f"Invalid configuration — {error}") from None
+
+
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    global _settings
+    if _settings is None:
+        _settings = load_settings()
+    return _settings
+
+
+def __getattr__(name: str) -> Any:
+    if name == "settings":
+        return get_settings()
+    raise AttributeError(name)

@@ -1,0 +1,43 @@
+"""Seed API: the process-wide provider fallback service, bound to the bot's settings.
+
+The mechanism lives in `plugins.llm_fallback`; this module only builds it from
+`luka_bot.core.config` once per process.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from luka_bot.core.config import Settings, get_settings
+from plugins.llm_fallback import LLMProviderFallback, build_store
+
+ProviderType = Literal["ollama", "openai"]
+
+__all__ = ["LLMProviderFallback", "ProviderType", "create_llm_provider_fallback", "get_llm_provider_fallback",
+           "set_llm_provider_fallback"]
+
+_fallback: LLMProviderFallback | None = None
+
+
+def create_llm_provider_fallback(settings: Settings) -> LLMProviderFallback:
+    """A new fallback service for these settings (Redis store if `REDIS_URL`, else memory)."""
+    return LLMProviderFallback(
+        settings.provider_specs(),
+        build_store(settings.REDIS_URL, prefix=settings.REDIS_PREFIX),
+        failure_cooldown=settings.LLM_FAILURE_COOLDOWN,
+        preferred_ttl=settings.LLM_PREFERRED_TTL,
+    )
+
+
+def get_llm_provider_fallback() -> LLMProviderFallback:
+    """The process's fallback service (created on first use from the settings)."""
+    global _fallback
+    if _fallback is None:
+        _fallback = create_llm_provider_fallback(get_settings())
+    return _fallback
+
+
+def set_llm_provider_fallback(fallback: LLMProviderFallback | None) -> None:
+    """Install the process's fallback service (the bot's loader does; tests may reset it)."""
+    global _fallback
+    _fallback = fallback

@@ -1,0 +1,1 @@
+"""Reusable aiogram plugins (no import of `luka_bot`)."""

@@ -1,0 +1,31 @@
+"""LLM provider failover for aiogram bots, on pydantic-ai.
+
+- `LLMProviderFallback` (engine.py): order, health, force/clear, status — shared via a store;
+- `FailoverModel` (model.py): the pydantic-ai model that fails over per request;
+- stores (stores.py): Redis (shared) and memory;
+- `setup_llm_fallback(dp, fallback, admin_ids=…)` (setup.py): middleware, admin commands, alerts.
+"""
+
+from .engine import HealthEvent, LLMProviderFallback
+from .errors import AllProvidersFailedError, Attempt, FailureKind, classify, redact
+from .model import FailoverModel
+from .providers import ProviderSpec, ollama_api_url
+from .stores import FailsafeStore, MemoryStateStore, RedisStateStore, StateStore, build_store
+
+__all__ = [
+    "AllProvidersFailedError",
+    "Attempt",
+    "FailoverModel",
+    "FailsafeStore",
+    "FailureKind",
+    "HealthEvent",
+    "LLMProviderFallback",
+    "MemoryStateStore",
+    "ProviderSpec",
+    "RedisStateStore",
+    "StateStore",
+    "build_store",
+    "classify",
+    "ollama_api_url",
+    "redact",
+]

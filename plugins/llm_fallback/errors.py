@@ -1,0 +1,195 @@
+"""What a failed attempt means: fail over or not, cool the provider down or not.
+
+One table, one function (`classify`), used by every attempt the failover model makes.
+The table is the contract in DESIGN.md; `tests/test_classification.py` pins it down.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from pydantic_ai.exceptions import (
+    ContentFilterError,
+    ModelAPIError,
+    ModelAuthenticationError,
+    ModelConnectionError,
+    ModelHTTPError,
+    ModelNotFoundError,
+    ModelQuotaExceededError,
+    ModelRateLimitError,
+    ModelRequestRejectedError,
+    ModelRequestTimeout,
+    ModelServerError,
+    ModelTimeoutError,
+    ModelUnavailableError,
+    UnexpectedModelBehavior,
+)
+
+
+class FailureKind(str, Enum):
+    """Why an attempt failed, as an operator reads it in logs and `/llm_status`."""
+
+    CONNECTION = "connection"
+    TIMEOUT = "timeout"
+    SERVER = "server_error"
+    RATE_LIMITED = "rate_limited"
+    AUTH = "auth"
+    MODEL_MISSING = "model_not_found"
+    MALFORMED = "malformed_response"
+    STREAM_CUT = "stream_cut"
+    REQUEST = "bad_request"
+    REFUSED = "content_filter"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The decision for one failed attempt."""
+
+    kind: FailureKind
+    fail_over: bool
+    """Try the next model / provider with the same request."""
+    cool_down: bool
+    """Skip this provider (or, for MODEL_MISSING, this model) for a while."""
+    retry_after: float | None = None
+    """Seconds the provider asked for (HTTP 429 `Retry-After`), if any."""
+
+
+def classify(error: BaseException, *, streamed_first_event: bool = False) -> Verdict:
+    """Classify one attempt's exception (DESIGN.md, "Error classification").
+
+    `streamed_first_event`: the error came after the stream handed out its first event; the
+    answer is half-sent, so it is raised (never restarted) and the provider still cools down.
+    """
+    if streamed_first_event and _is_provider_fault(error):
+        return Verdict(FailureKind.STREAM_CUT, fail_over=False, cool_down=True)
+    if isinstance(error, ContentFilterError) or _is_content_filter(error):
+        return Verdict(FailureKind.REFUSED, fail_over=False, cool_down=False)
+    if isinstance(error, ModelNotFoundError):
+        return Verdict(FailureKind.MODEL_MISSING, fail_over=True, cool_down=True)
+    if isinstance(error, ModelAuthenticationError):
+        return Verdict(FailureKind.AUTH, fail_over=True, cool_down=True)
+    if isinstance(error, ModelRateLimitError):
+        return Verdict(FailureKind.RATE_LIMITED, fail_over=True, cool_down=True, retry_after=error.retry_after)
+    if isinstance(error, ModelRequestRejectedError):
+        return Verdict(FailureKind.REQUEST, fail_over=False, cool_down=False)
+    if isinstance(error, ModelTimeoutError | ModelRequestTimeout):
+        return Verdict(FailureKind.TIMEOUT, fail_over=True, cool_down=True)
+    if isinstance(error, ModelConnectionError):
+        return Verdict(FailureKind.CONNECTION, fail_over=True, cool_down=True)
+    if isinstance(error, ModelServerError | ModelUnavailableError | ModelQuotaExceededError):
+        return Verdict(FailureKind.SERVER, fail_over=True, cool_down=True)
+    if isinstance(error, ModelHTTPError):
+        if error.status_code >= 500:
+            return Verdict(FailureKind.SERVER, fail_over=True, cool_down=True)
+        return Verdict(FailureKind.REQUEST, fail_over=False, cool_down=False)
+    if isinstance(error, ModelAPIError):
+        return Verdict(FailureKind.SERVER, fail_over=True, cool_down=True)
+    if isinstance(error, UnexpectedModelBehavior):
+        return Verdict(FailureKind.MALFORMED, fail_over=True, cool_down=True)
+    # Anything else is not a provider's answer (a bug, a tool's error): surface it, blame nobody.
+    return Verdict(FailureKind.UNKNOWN, fail_over=False, cool_down=False)
+
+
+def _is_provider_fault(error: BaseException) -> bool:
+    return isinstance(error, ModelAPIError | UnexpectedModelBehavior) and not isinstance(error, ContentFilterError)
+
+
+def _is_content_filter(error: BaseException) -> bool:
+    return isinstance(error, ModelAPIError) and error.provider_error_code == "content_filter"
+
+
+# --- redaction -------------------------------------------------------------------------------
+
+_SECRET_PATTERNS = (
+    re.compile(r"sk-[A-Za-z0-9_\-*.]{6,}"),  # OpenAI-style keys, also the masked "sk-te*****cret." echo
+    re.compile(r"\b\d{6,12}:[A-Za-z0-9_-]{30,}\b"),  # Telegram bot tokens
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}"),
+    re.compile(r"(?i)(api[_-]?key[\"'=:\s]+)[A-Za-z0-9._\-]{8,}"),
+)
+REDACTED = "[REDACTED]"
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Remove secrets from a text meant for logs, status output or exceptions."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, REDACTED)
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
+    return text
+
+
+def describe(error: BaseException, *, limit: int = 160) -> str:
+    """A short, redacted, one-line description of an attempt's error."""
+    if isinstance(error, ModelHTTPError):
+        text = f"HTTP {error.status_code}: {_http_detail(error)}"
+    elif isinstance(error, ModelAPIError | UnexpectedModelBehavior):
+        text = _message(error)
+    else:
+        text = f"{type(error).__name__}: {error}"
+    text = redact(" ".join(text.split()))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _http_detail(error: ModelHTTPError) -> str:
+    body = error.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+    if isinstance(body, str) and body:
+        return body
+    return type(error).__name__
+
+
+def _message(error: BaseException) -> str:
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    cause = error.__cause__
+    if isinstance(error, ModelConnectionError) and cause is not None and str(cause):
+        message = f"{message} ({type(cause).__name__}: {cause})"
+    return str(message)
+
+
+# --- the error a caller sees when nothing worked ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One provider/model tried for one request, and how it went."""
+
+    provider: str
+    model: str
+    kind: FailureKind
+    error: str
+    """Short, redacted description."""
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.model}: {self.kind.value} ({self.error})"
+
+
+class AllProvidersFailedError(RuntimeError):
+    """Every provider (and every model of each) failed for this request.
+
+    A `RuntimeError`, as the seed promises; `attempts` lists each try in order. The text is
+    redacted: it may be logged or shown to an admin.
+    """
+
+    def __init__(self, attempts: Sequence[Attempt]):
+        self.attempts = list(attempts)
+        tried = "; ".join(str(a) for a in self.attempts) or "no provider is configured"
+        super().__init__(f"All LLM providers failed: {tried}")
+
+
+class ProviderFailure(Exception):
+    """Raised inside the failover chain for an attempt that should fall over to the next one.
+
+    Carries the attempts it stands for; the original exception is its `__cause__`.
+    """
+
+    def __init__(self, attempts: Sequence[Attempt]):
+        self.attempts = list(attempts)
+        super().__init__("; ".join(str(a) for a in self.attempts))

@@ -1,0 +1,28 @@
+"""`ModelFactory`: what handlers receive to get a fallback-aware model."""
+
+from __future__ import annotations
+
+from pydantic_ai.settings import ModelSettings
+
+from .engine import LLMProviderFallback
+from .model import FailoverModel
+
+
+class ModelFactory:
+    """Hands out `FailoverModel`s bound to one `LLMProviderFallback`.
+
+    Cheap to call per request: the provider clients and their connection pools live in the
+    engine and are shared by every model handed out.
+    """
+
+    def __init__(self, fallback: LLMProviderFallback):
+        self.fallback = fallback
+
+    def create(
+        self,
+        context: str | None = None,
+        model_settings: ModelSettings | None = None,
+        force_provider: str | None = None,
+    ) -> FailoverModel:
+        """A model that fails over between providers; `force_provider` pins one (no fallback)."""
+        return FailoverModel(self.fallback, pin=force_provider, settings=model_settings, context=context)
