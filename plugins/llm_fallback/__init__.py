@@ -7,9 +7,11 @@
 """
 
 from .engine import HealthEvent, LLMProviderFallback
+from .factory import ModelFactory
 from .errors import AllProvidersFailedError, Attempt, FailureKind, classify, redact
 from .model import FailoverModel
 from .providers import ProviderSpec, ollama_api_url
+from .setup import set_bot_commands, setup_llm_fallback
 from .stores import FailsafeStore, MemoryStateStore, RedisStateStore, StateStore, build_store
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "HealthEvent",
     "LLMProviderFallback",
     "MemoryStateStore",
+    "ModelFactory",
     "ProviderSpec",
     "RedisStateStore",
     "StateStore",
@@ -28,4 +31,6 @@ __all__ = [
     "classify",
     "ollama_api_url",
     "redact",
+    "set_bot_commands",
+    "setup_llm_fallback",
 ]

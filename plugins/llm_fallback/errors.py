@@ -87,7 +87,9 @@ def classify(error: BaseException, *, streamed_first_event: bool = False) -> Ver
             return Verdict(FailureKind.SERVER, fail_over=True, cool_down=True)
         return Verdict(FailureKind.REQUEST, fail_over=False, cool_down=False)
     if isinstance(error, ModelAPIError):
-        return Verdict(FailureKind.SERVER, fail_over=True, cool_down=True)
+        # Uncategorised provider errors; pydantic-ai reports an undecodable body this way.
+        kind = FailureKind.MALFORMED if "decode" in str(error).lower() else FailureKind.SERVER
+        return Verdict(kind, fail_over=True, cool_down=True)
     if isinstance(error, UnexpectedModelBehavior):
         return Verdict(FailureKind.MALFORMED, fail_over=True, cool_down=True)
     # Anything else is not a provider's answer (a bug, a tool's error): surface it, blame nobody.

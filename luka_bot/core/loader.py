@@ -1,0 +1,86 @@
+"""Builds the application: Bot, Dispatcher, stores, the fallback service, routers, plugin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.types import BotCommand
+from aiogram.utils.i18n import I18n, SimpleI18nMiddleware
+
+from luka_bot.core.config import ConfigError, Settings
+from luka_bot.core.i18n import build_i18n
+from luka_bot.core.telegram_retry import RetryAfterMiddleware
+from luka_bot.handlers import get_routers
+from luka_bot.services.conversations import Conversations
+from luka_bot.services.llm_model_factory import LLMModelFactory
+from luka_bot.services.llm_provider_fallback import create_llm_provider_fallback, set_llm_provider_fallback
+from plugins.llm_fallback import LLMProviderFallback, StateStore, build_store, set_bot_commands, setup_llm_fallback
+
+
+
+def N_(text: str) -> str:  # noqa: N802 - marks a msgid for extraction; translated where it is shown
+    return text
+
+
+PUBLIC_COMMANDS = {
+    "start": N_("Start"),
+    "help": N_("Help"),
+    "new": N_("Start a new thread"),
+    "threads": N_("Your recent threads"),
+    "moderation": N_("Moderation in a group: on|off"),
+}
+
+
+@dataclass
+class App:
+    settings: Settings
+    bot: Bot
+    dp: Dispatcher
+    fallback: LLMProviderFallback
+    bot_store: StateStore
+    i18n: I18n
+
+
+def build_bot(settings: Settings) -> Bot:
+    if settings.BOT_TOKEN is None:
+        raise ConfigError("BOT_TOKEN is not set: put it in the environment or in .env")
+    session = AiohttpSession()
+    if settings.TELEGRAM_API_URL:
+        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.TELEGRAM_API_URL))
+    session.middleware(RetryAfterMiddleware())
+    return Bot(settings.BOT_TOKEN.get_secret_value(), session=session)
+
+
+def build_app(settings: Settings, *, fallback: LLMProviderFallback | None = None, bot: Bot | None = None) -> App:
+    bot = bot or build_bot(settings)
+    fallback = fallback or create_llm_provider_fallback(settings)
+    set_llm_provider_fallback(fallback)
+    bot_store = build_store(settings.REDIS_URL, prefix="luka:")
+    i18n = build_i18n(settings.DEFAULT_LANGUAGE)
+
+    dp = Dispatcher(bot_store=bot_store,
+                    conversations=Conversations(bot_store, max_messages=settings.HISTORY_MAX_MESSAGES,
+                                                ttl=settings.HISTORY_TTL))
+    SimpleI18nMiddleware(i18n).setup(dp)
+    setup_llm_fallback(dp, fallback, admin_ids=settings.ADMIN_IDS, models=LLMModelFactory(fallback),
+                       alert_locale=settings.DEFAULT_LANGUAGE)
+    dp.include_routers(*get_routers())
+
+    async def on_startup(bot: Bot) -> None:
+        for locale in (None, *i18n.available_locales):
+            public = [BotCommand(command=c, description=i18n.gettext(d, locale=locale or i18n.default_locale))
+                      for c, d in PUBLIC_COMMANDS.items()]
+            with i18n.context():
+                await set_bot_commands(bot, public, settings.ADMIN_IDS, locale=locale or i18n.default_locale,
+                                       language_code=locale)
+
+    async def on_shutdown() -> None:
+        await fallback.aclose()
+        await bot_store.close()
+
+    dp.startup.register(on_startup)
+    dp.shutdown.register(on_shutdown)
+    return App(settings, bot, dp, fallback, bot_store, i18n)

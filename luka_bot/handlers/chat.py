@@ -1,0 +1,86 @@
+"""Private conversations: threads, history, "typing…", the agent, the apology when nothing works."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiogram import Bot, F, Router
+from aiogram.filters import Command
+from aiogram.types import Message
+from aiogram.utils.chat_action import ChatActionSender
+from aiogram.utils.i18n import I18n
+from aiogram.utils.i18n import gettext as _
+
+from luka_bot.services.agent_factory import create_static_agent_with_basic_tools
+from luka_bot.services.conversations import Conversations
+from luka_bot.services.llm_model_factory import LLMModelFactory
+from luka_bot.services.thread_names import generate_thread_name
+
+from .replies import answer_long
+
+logger = logging.getLogger(__name__)
+
+
+def apology() -> str:
+    return _("😔 I can't answer right now, try again in a minute.")
+
+
+def build_router() -> Router:
+    router = Router(name="chat")
+    router.message.filter(F.chat.type == "private")
+
+    @router.message(Command("new"))
+    async def new_thread(message: Message, conversations: Conversations) -> None:
+        await conversations.start_thread(message.chat.id)
+        await message.answer(_("🧵 New thread started. What shall we talk about?"))
+
+    @router.message(Command("threads"))
+    async def list_threads(message: Message, conversations: Conversations) -> None:
+        threads = await conversations.threads(message.chat.id)
+        if not threads:
+            await message.answer(_("You have no threads yet. Just write me a message."))
+            return
+        lines = [_("🧵 Your recent threads:")] + [f"{i}. {t.name}" for i, t in enumerate(threads[:10], start=1)]
+        await message.answer("\n".join(lines), parse_mode=None)
+
+    @router.message(F.text & ~F.text.startswith("/"))
+    async def chat(message: Message, bot: Bot, conversations: Conversations, llm_models: LLMModelFactory) -> None:
+        user_id = message.chat.id
+        text = message.text or ""
+        i18n = I18n.get_current(no_error=True)
+        locale = i18n.current_locale if i18n else "en"
+        thread_id = await conversations.current_thread(user_id)
+        is_new = thread_id is None or not await conversations.history(user_id, thread_id)
+        thread_id = thread_id or await conversations.start_thread(user_id)
+        async with ChatActionSender.typing(bot=bot, chat_id=message.chat.id):
+            history = await conversations.history(user_id, thread_id)
+            agent = await create_static_agent_with_basic_tools(user_id, llm_models)
+            name_task = (asyncio.create_task(generate_thread_name(text, locale, llm_models))
+                         if is_new else None)
+            try:
+                result = await agent.run(text, message_history=history)
+            except Exception as error:  # noqa: BLE001 - the user gets an apology, never a traceback
+                logger.error("chat reply failed for user %s: %s", user_id, type(error).__name__)
+                if name_task:
+                    name_task.cancel()
+                await message.answer(apology())
+                return
+            name = await _name_of(name_task)
+        if name:
+            await conversations.name_thread(user_id, thread_id, name)
+            await message.answer(f"🧵 {name}", parse_mode=None)
+        await conversations.add_turn(user_id, thread_id, text, result.output)
+        await answer_long(message, result.output)
+
+    return router
+
+
+async def _name_of(task: asyncio.Task[str] | None) -> str | None:
+    if task is None:
+        return None
+    try:
+        return await task
+    except Exception as error:  # noqa: BLE001 - a thread without a name is fine
+        logger.info("thread name not generated: %s", type(error).__name__)
+        return None

@@ -1,0 +1,59 @@
+"""The conversation agent: a pydantic-ai `Agent` with a few basic tools, on the failover model."""
+
+from __future__ import annotations
+
+import ast
+import operator
+from datetime import UTC, datetime
+
+from pydantic_ai import Agent
+
+from plugins.llm_fallback.factory import ModelFactory
+
+SYSTEM_PROMPT = (
+    "You are Luka, a helpful assistant in a Telegram chat. Answer concisely in the user's language. "
+    "Use the tools for the current date/time and for arithmetic instead of guessing."
+)
+
+_OPERATORS = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+    ast.USub: operator.neg, ast.UAdd: operator.pos,
+}
+
+
+def current_datetime() -> str:
+    """The current date and time in UTC (ISO 8601)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def calculate(expression: str) -> str:
+    """Evaluate an arithmetic expression with + - * / // % ** and parentheses, e.g. "(2+3)*4"."""
+    try:
+        return str(_evaluate(ast.parse(expression, mode="eval").body))
+    except (ValueError, SyntaxError, ZeroDivisionError, OverflowError, TypeError) as error:
+        return f"error: {error}"
+
+
+def _evaluate(node: ast.AST) -> float | int:
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+        left, right = _evaluate(node.left), _evaluate(node.right)
+        if isinstance(node.op, ast.Pow) and abs(right) > 100:
+            raise ValueError("exponent too large")
+        return _OPERATORS[type(node.op)](left, right)
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _OPERATORS:
+        return _OPERATORS[type(node.op)](_evaluate(node.operand))
+    raise ValueError("only numbers and + - * / // % ** are allowed")
+
+
+async def create_static_agent_with_basic_tools(user_id: int, models: ModelFactory | None = None) -> Agent[None, str]:
+    """The agent for one user's conversation (seed name), using the fallback-aware model."""
+    if models is None:
+        from .llm_model_factory import create_llm_model_with_fallback
+
+        model = await create_llm_model_with_fallback(context=f"chat:{user_id}")
+    else:
+        model = models.create(context=f"chat:{user_id}")
+    return Agent(model, instructions=SYSTEM_PROMPT, tools=[current_datetime, calculate], name="luka")

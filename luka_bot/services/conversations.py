@@ -1,0 +1,67 @@
+"""Conversation threads and their recent history, kept in the state store (Redis or memory).
+
+Per user: the current thread id, a bounded list of threads (id, name) and, per thread, the
+last `max_messages` turns. Everything expires `ttl` seconds after its last use.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
+
+from plugins.llm_fallback.stores import StateStore
+
+MAX_THREADS = 20
+
+
+@dataclass(frozen=True)
+class Thread:
+    id: str
+    name: str
+    created: float
+
+
+class Conversations:
+    def __init__(self, store: StateStore, *, max_messages: int = 20, ttl: float = 7 * 24 * 3600):
+        self.store = store
+        self.max_messages = max_messages
+        self.ttl = ttl
+
+    async def current_thread(self, user_id: int) -> str | None:
+        (thread_id,) = await self.store.get_many([f"thread:current:{user_id}"])
+        return thread_id
+
+    async def start_thread(self, user_id: int) -> str:
+        thread_id = secrets.token_hex(4)
+        await self.store.set(f"thread:current:{user_id}", thread_id, self.ttl)
+        return thread_id
+
+    async def name_thread(self, user_id: int, thread_id: str, name: str) -> Thread:
+        thread = Thread(thread_id, name, time.time())
+        await self.store.push_bounded(f"threads:{user_id}", json.dumps(thread.__dict__), max_len=MAX_THREADS,
+                                      ttl=self.ttl)
+        return thread
+
+    async def threads(self, user_id: int) -> list[Thread]:
+        items = [Thread(**json.loads(raw)) for raw in await self.store.get_list(f"threads:{user_id}")]
+        return list(reversed(items))
+
+    async def history(self, user_id: int, thread_id: str) -> list[ModelMessage]:
+        messages: list[ModelMessage] = []
+        for raw in await self.store.get_list(f"history:{user_id}:{thread_id}"):
+            turn = json.loads(raw)
+            if turn["role"] == "user":
+                messages.append(ModelRequest(parts=[UserPromptPart(content=turn["text"])]))
+            else:
+                messages.append(ModelResponse(parts=[TextPart(content=turn["text"])]))
+        return messages
+
+    async def add_turn(self, user_id: int, thread_id: str, question: str, answer: str) -> None:
+        key = f"history:{user_id}:{thread_id}"
+        for role, text in (("user", question), ("assistant", answer)):
+            await self.store.push_bounded(key, json.dumps({"role": role, "text": text}), max_len=self.max_messages,
+                                          ttl=self.ttl)

@@ -1,0 +1,211 @@
+"""Admin commands inside Telegram: `/llm_status`, `/llm_force <provider> [seconds]`, `/llm_clear`.
+
+Admins are the user ids given to `build_admin_router`; everyone else gets a polite refusal and
+nothing changes. Inline buttons (force for 10 min, clear, refresh, check now) go through the
+same gate: callback data can be forged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from datetime import UTC, datetime
+from typing import Any
+
+from aiogram import Router
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import Command, CommandObject, Filter
+from aiogram.filters.callback_data import CallbackData
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message, TelegramObject
+from aiogram.utils.formatting import Bold, Text, as_line
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from .engine import MAX_FORCE_SECONDS, MIN_FORCE_SECONDS, LLMProviderFallback
+from .texts import _, duration
+
+logger = logging.getLogger(__name__)
+
+BUTTON_FORCE_SECONDS = 600
+DEFAULT_FORCE_SECONDS = 1800
+ADMIN_COMMANDS = ("llm_status", "llm_force", "llm_clear")
+
+
+class AdminAction(CallbackData, prefix="llmadm"):
+    """Inline button payload: `action` is force / clear / refresh / check."""
+
+    action: str
+    provider: str = ""
+
+
+class IsAdmin(Filter):
+    """Passes only for users whose id is in `admin_ids`."""
+
+    def __init__(self, admin_ids: Collection[int]):
+        self.admin_ids = frozenset(admin_ids)
+
+    async def __call__(self, event: TelegramObject, event_from_user: Any = None) -> bool:
+        return event_from_user is not None and event_from_user.id in self.admin_ids
+
+
+# --- rendering ---------------------------------------------------------------------------------------
+
+
+def render_status(stats: dict[str, Any]) -> Text:
+    """`/llm_status` as formatted text (entities, so no parse errors on any error text)."""
+    lines: list[Any] = [as_line(Bold(_("🤖 LLM providers")))]
+    for index, (name, health) in enumerate(stats["provider_health"].items(), start=1):
+        lines.append(as_line(f"{index}. ", Bold(name), " — ", _state_text(health)))
+        if health["last_error"]:
+            lines.append(as_line("   ", _("last error {ago} ago: {error}",
+                                          ago=duration(health["last_error_seconds_ago"] or 0),
+                                          error=health["last_error"])))
+        if health["unavailable_models"]:
+            lines.append(as_line("   ", _("models not found: {models}",
+                                          models=", ".join(health["unavailable_models"]))))
+    preferred = stats["preferred_provider"] or _("none")
+    lines.append(as_line(_("Preferred (cached): {provider}", provider=preferred)))
+    if stats["forced_provider"]:
+        lines.append(as_line(_("Forced: {provider}, {left} left", provider=stats["forced_provider"],
+                               left=duration(stats["forced_seconds_left"] or 0))))
+    else:
+        lines.append(as_line(_("Forced: none")))
+    lines.append(as_line(_("State store: {store}", store=_store_text(stats["store"]))))
+    return Text(*lines)
+
+
+def _state_text(health: dict[str, Any]) -> str:
+    state = health["state"]
+    if state == "not_configured":
+        return _("⚪ not configured")
+    if state == "cooling":
+        return _("🔴 cooling down, {left} left ({count} failures)",
+                 left=duration(health["cooldown_seconds_left"]), count=health["failures"])
+    if state == "half_open":
+        return _("🟡 cooldown over, next request probes it")
+    return _("🟢 healthy")
+
+
+def _store_text(kind: str) -> str:
+    return {"redis": _("Redis (shared)"), "memory": _("memory (this process)"),
+            "degraded": _("memory — Redis not answering")}.get(kind, kind)
+
+
+def status_keyboard(fallback: LLMProviderFallback) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    for provider in fallback.configured:
+        builder.button(text=_("Force {provider} 10 min", provider=provider),
+                       callback_data=AdminAction(action="force", provider=provider))
+    builder.button(text=_("🧹 Clear"), callback_data=AdminAction(action="clear"))
+    builder.button(text=_("🔎 Check now"), callback_data=AdminAction(action="check"))
+    builder.button(text=_("🔄 Refresh"), callback_data=AdminAction(action="refresh"))
+    builder.adjust(max(1, len(fallback.configured)), 3)
+    return builder.as_markup()
+
+
+def usage(fallback: LLMProviderFallback) -> str:
+    return _(
+        "Usage: /llm_force <provider> [seconds]\nProviders: {providers}\n"
+        "Seconds: {low}–{high} (default {default}).",
+        providers=", ".join(fallback.configured), low=MIN_FORCE_SECONDS, high=MAX_FORCE_SECONDS,
+        default=DEFAULT_FORCE_SECONDS,
+    )
+
+
+def parse_force_args(args: str | None, fallback: LLMProviderFallback) -> tuple[str, int] | None:
+    """`<provider> [seconds]` → (provider, seconds), or None when the arguments are not valid."""
+    parts = (args or "").split()
+    if not 1 <= len(parts) <= 2 or parts[0].lower() not in fallback.configured:
+        return None
+    seconds = DEFAULT_FORCE_SECONDS
+    if len(parts) == 2:
+        if not parts[1].isdigit():
+            return None
+        seconds = int(parts[1])
+    if not MIN_FORCE_SECONDS <= seconds <= MAX_FORCE_SECONDS:
+        return None
+    return parts[0].lower(), seconds
+
+
+def _cleared_text(cleared: dict[str, Any]) -> str:
+    none = _("none")
+    return _("🧹 Cleared. Preferred provider: {preferred}; forced provider: {forced}; cooldowns: {cooldowns}.",
+             preferred=cleared["preferred"] or none, forced=cleared["forced"] or none,
+             cooldowns=", ".join(cleared["cooldowns"]) or none)
+
+
+def _forced_text(provider: str, seconds: int, until: float) -> str:
+    when = datetime.fromtimestamp(until, tz=UTC).strftime("%H:%M:%S UTC")
+    return _("✅ {provider} forced for {left} (until {until}). Other providers stay behind it as fallbacks.",
+             provider=provider, left=duration(seconds), until=when)
+
+
+# --- the router ----------------------------------------------------------------------------------------
+
+
+def build_admin_router(admin_ids: Collection[int]) -> Router:
+    """A new router with the admin commands (routers attach to one parent: build one per dispatcher)."""
+    router = Router(name="llm_fallback_admin")
+    is_admin = IsAdmin(admin_ids)
+
+    @router.message(Command(*ADMIN_COMMANDS), is_admin)
+    async def admin_command(message: Message, command: CommandObject, llm_fallback: LLMProviderFallback) -> None:
+        if command.command == "llm_status":
+            await send_status(message, llm_fallback)
+        elif command.command == "llm_force":
+            parsed = parse_force_args(command.args, llm_fallback)
+            if parsed is None:
+                await message.answer(usage(llm_fallback))
+                return
+            until = await llm_fallback.force_provider(*parsed)
+            logger.warning("🔧 Admin %s forced %s for %ss", message.from_user and message.from_user.id, *parsed)
+            await message.answer(_forced_text(parsed[0], parsed[1], until))
+        else:
+            if command.args:
+                await message.answer(_("Usage: /llm_clear (no arguments)."))
+                return
+            await message.answer(_cleared_text(await llm_fallback.clear_cache()))
+
+    @router.message(Command(*ADMIN_COMMANDS))
+    async def not_admin(message: Message) -> None:
+        await message.answer(_("⛔ This command is for the bot's admins only."))
+
+    @router.callback_query(AdminAction.filter(), is_admin)
+    async def admin_button(query: CallbackQuery, callback_data: AdminAction,
+                           llm_fallback: LLMProviderFallback) -> None:
+        note = ""
+        if callback_data.action == "force" and callback_data.provider in llm_fallback.configured:
+            await llm_fallback.force_provider(callback_data.provider, BUTTON_FORCE_SECONDS)
+            note = _("{provider} forced for {left}", provider=callback_data.provider,
+                     left=duration(BUTTON_FORCE_SECONDS))
+        elif callback_data.action == "clear":
+            await llm_fallback.clear_cache()
+            note = _("Cleared")
+        elif callback_data.action == "check":
+            problems = await llm_fallback.check_providers()
+            note = ", ".join(f"{p}: {'OK' if e is None else e}" for p, e in problems.items())[:190]
+        elif callback_data.action != "refresh":
+            await query.answer(_("Unknown action."), show_alert=True)
+            return
+        if isinstance(query.message, Message):
+            await send_status(query.message, llm_fallback, edit=True)
+        await query.answer(note)
+
+    @router.callback_query(AdminAction.filter())
+    async def button_not_admin(query: CallbackQuery) -> None:
+        await query.answer(_("⛔ This command is for the bot's admins only."), show_alert=True)
+
+    return router
+
+
+async def send_status(message: Message, fallback: LLMProviderFallback, *, edit: bool = False) -> None:
+    """Send (or edit in place) the status message with its keyboard."""
+    content = render_status(await fallback.get_provider_stats()).as_kwargs()
+    keyboard = status_keyboard(fallback)
+    if not edit:
+        await message.answer(**content, reply_markup=keyboard)
+        return
+    try:
+        await message.edit_text(text=content["text"], entities=content["entities"], reply_markup=keyboard)
+    except TelegramBadRequest as error:
+        if "message is not modified" not in error.message:
+            raise

@@ -1,0 +1,55 @@
+"""`setup_llm_fallback(dp, fallback, admin_ids=…)`: wire the plugin into an aiogram dispatcher."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from aiogram import Bot, Dispatcher
+from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefault
+
+from .admin import build_admin_router
+from .alerts import AdminAlerts
+from .engine import LLMProviderFallback
+from .factory import ModelFactory
+from .middleware import LLMFallbackMiddleware
+from .texts import gettext_for
+
+
+def setup_llm_fallback(
+    dp: Dispatcher,
+    fallback: LLMProviderFallback,
+    *,
+    admin_ids: Collection[int] = (),
+    models: ModelFactory | None = None,
+    alert_locale: str | None = None,
+) -> None:
+    """Register the middleware, the admin router and the admin alerts on `dp`.
+
+    Handlers then receive `llm_fallback` (the service) and `llm_models` (the factory).
+    """
+    dp.update.outer_middleware(LLMFallbackMiddleware(fallback, models or ModelFactory(fallback)))
+    dp.include_router(build_admin_router(admin_ids))
+
+    async def on_startup(bot: Bot) -> None:
+        fallback.add_listener(AdminAlerts(bot, fallback, admin_ids, locale=alert_locale))
+
+    dp.startup.register(on_startup)
+
+
+def admin_commands(locale: str | None = None) -> list[BotCommand]:
+    return [
+        BotCommand(command="llm_status", description=gettext_for(locale, "LLM providers: health and controls")),
+        BotCommand(command="llm_force", description=gettext_for(locale, "Force a provider: <provider> [seconds]")),
+        BotCommand(command="llm_clear", description=gettext_for(locale, "Reset preferred provider, cooldowns, force")),
+    ]
+
+
+async def set_bot_commands(
+    bot: Bot, public: Sequence[BotCommand], admin_ids: Collection[int], *, locale: str | None = None,
+    language_code: str | None = None,
+) -> None:
+    """Public commands for everyone; the admin commands too, shown only in each admin's chat."""
+    await bot.set_my_commands(list(public), scope=BotCommandScopeDefault(), language_code=language_code)
+    for admin_id in admin_ids:
+        await bot.set_my_commands([*public, *admin_commands(locale)], scope=BotCommandScopeChat(chat_id=admin_id),
+                                  language_code=language_code)

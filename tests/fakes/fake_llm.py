@@ -1,0 +1,600 @@
+"""A fake OpenAI-compatible (and Ollama-ish) LLM server that fails on command.
+
+Usage in an async test::
+
+    async with FakeLLM("primary") as fake:
+        client = openai.AsyncOpenAI(base_url=fake.v1_url, api_key="sk-test", max_retries=0)
+        fake.mode = "http500"          # the next request gets a 500
+        await fake.stop()              # "refuse": the port is closed -> ECONNREFUSED
+        await fake.start(fake.port)    # recover on the same port
+
+From sync code, a benchmark or to serve a bot in a subprocess, run it in a thread::
+
+    handle = FakeLLM("primary").run_in_thread()
+    handle.mode = "hang"; handle.count(); handle.stop()
+
+Another process can steer it: ``POST /__control`` with JSON
+``{"mode": ..., "latency": ..., "retry_after": ..., "reply": ..., "models": [...], "reset": true}``
+and ``GET /__control`` returns ``{"mode", "count", "requests", ...}``.
+
+CLI (serves until killed, prints ``FAKE_LLM_READY <url>`` once listening)::
+
+    python -m tests.fakes.fake_llm --port 8001 --name primary [--latency 0.2] [--mode ok]
+
+Modes (``FakeLLM.mode``): see ``MODES``. There is no "refuse" mode: call ``stop()``
+to close the listening socket (connects then fail with ECONNREFUSED) and
+``start(port)`` to come back on the same port.  ``content_filter`` only affects
+chat completions; the health endpoints (``GET /v1/models``, ``GET /api/tags``)
+answer normally in that mode but obey every other mode.
+
+Structured output: when ``reply`` is a JSON object string and the request offers a
+tool named ``final_result*`` (pydantic-ai's tool output mode), the answer is a
+tool call to that tool with ``reply`` as arguments (streaming too). For
+``response_format`` json_schema requests the reply is returned as plain content,
+which is exactly what a native structured-output client expects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Final, TypeVar
+
+from aiohttp import web
+
+MODES: Final = (
+    "ok",
+    "hang",
+    "http500",
+    "http429",
+    "http401",
+    "http403",
+    "http404",
+    "http400",
+    "garbage",
+    "cut_stream",
+    "content_filter",
+)
+
+GARBAGE_BODY: Final = "not json at all {{{"
+HOST: Final = "127.0.0.1"
+
+_ERRORS: Final[dict[str, tuple[int, str, str, str | None]]] = {
+    # mode: (status, message, type, code)
+    "http500": (500, "Internal server error", "server_error", None),
+    "http429": (429, "Rate limit reached", "rate_limit_exceeded", "rate_limit_exceeded"),
+    "http401": (
+        401,
+        "Incorrect API key provided: sk-te*****cret.",
+        "invalid_request_error",
+        "invalid_api_key",
+    ),
+    "http403": (403, "You are not allowed to access this resource.", "permission_error", None),
+    "http400": (400, "Invalid request: messages too long", "invalid_request_error", None),
+    "content_filter": (
+        400,
+        "The response was filtered due to the prompt triggering content management policy.",
+        "invalid_request_error",
+        "content_filter",
+    ),
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
+
+
+def error_body(message: str, type_: str, code: str | None) -> dict[str, Any]:
+    """An error payload in OpenAI's format."""
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def model_not_found_body(model: str) -> dict[str, Any]:
+    """OpenAI's 404 body for an unknown model."""
+    message = f"The model `{model}` does not exist or you do not have access to it."
+    return error_body(message, "invalid_request_error", "model_not_found")
+
+
+def split_text(text: str, parts: int = 3) -> list[str]:
+    """Split ``text`` into at least ``parts`` pieces (some may be empty for short texts)."""
+    size = max(1, -(-len(text) // parts))
+    pieces = [text[i : i + size] for i in range(0, len(text), size)]
+    return pieces + [""] * (parts - len(pieces))
+
+
+def _word_count(value: Any) -> int:
+    """A rough token count for usage numbers."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return len(text.split())
+
+
+def _final_result_tool(body: dict[str, Any]) -> str | None:
+    """Name of a ``final_result*`` function tool offered in the request, if any."""
+    for tool in body.get("tools") or []:
+        name = (tool.get("function") or {}).get("name", "") if isinstance(tool, dict) else ""
+        if isinstance(name, str) and name.startswith("final_result"):
+            return name
+    return None
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+class FakeLLM:
+    """An aiohttp server speaking the OpenAI chat-completions protocol, with failure modes."""
+
+    def __init__(
+        self,
+        name: str = "fake",
+        *,
+        latency: float = 0.0,
+        reply: str | None = None,
+        models: list[str] | None = None,
+    ) -> None:
+        self.name = name
+        self.latency = latency
+        self.reply = reply if reply is not None else f"answer from {name}"
+        self.models = models
+        self.mode = "ok"
+        self.retry_after: float | None = None
+        self.requests: list[dict[str, Any]] = []
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def v1_url(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None
+
+    async def start(self, port: int = 0) -> FakeLLM:
+        """Bind to ``port`` (0 = a free one) and serve. Call again after ``stop()`` to recover."""
+        if self._runner is not None:
+            raise RuntimeError(f"FakeLLM {self.name!r} is already running on {self.url}")
+        runner = web.AppRunner(
+            self._build_app(), handle_signals=False, handler_cancellation=True, access_log=None, shutdown_timeout=0.5
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, HOST, port, reuse_address=True).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+        return self
+
+    async def stop(self) -> None:
+        """Close the listening socket and all connections; later connects get ECONNREFUSED."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        for task in list(self._inflight):
+            task.cancel()
+        await runner.cleanup()
+
+    async def __aenter__(self) -> FakeLLM:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def run_in_thread(self, port: int = 0) -> FakeLLMThread:
+        """Serve this fake from a background thread with its own event loop."""
+        return FakeLLMThread(self, port=port).start()
+
+    # ------------------------------------------------------------------ control
+
+    def count(self) -> int:
+        """Number of chat-completion requests received, failed ones included."""
+        return len(self.requests)
+
+    def reset_counts(self) -> None:
+        self.requests.clear()
+
+    def set_mode(self, mode: str, **kw: Any) -> None:
+        """Set ``mode`` and optionally ``latency``, ``retry_after``, ``reply``, ``models``."""
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+        for key, value in kw.items():
+            if key not in ("latency", "retry_after", "reply", "models"):
+                raise TypeError(f"unknown setting {key!r}")
+            setattr(self, key, value)
+        self.mode = mode
+
+    def state(self) -> dict[str, Any]:
+        """The fake's settings and received requests, as served by ``GET /__control``."""
+        return {
+            "name": self.name,
+            "mode": self.mode,
+            "latency": self.latency,
+            "retry_after": self.retry_after,
+            "reply": self.reply,
+            "models": self.models,
+            "count": self.count(),
+            "requests": list(self.requests),
+        }
+
+    # ------------------------------------------------------------------ app
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._track_inflight])
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/models", self._models)
+        app.router.add_get("/api/tags", self._tags)
+        app.router.add_get("/__control", self._control_get)
+        app.router.add_post("/__control", self._control_post)
+        return app
+
+    @web.middleware
+    async def _track_inflight(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Remember running handlers so ``stop()`` can cancel hanging ones at once."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        try:
+            return await handler(request)
+        finally:
+            self._inflight.discard(task)
+
+    async def _control_get(self, request: web.Request) -> web.Response:
+        return web.json_response(self.state())
+
+    async def _control_post(self, request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+            if not isinstance(data, dict):
+                raise ValueError("expected a JSON object")
+            if data.pop("reset", False):
+                self.reset_counts()
+            self.set_mode(data.pop("mode", self.mode), **data)
+        except (TypeError, ValueError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(self.state())
+
+    # ------------------------------------------------------------------ health endpoints
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self._model_ids()]
+        return await self._health(request, {"object": "list", "data": data})
+
+    async def _tags(self, request: web.Request) -> web.StreamResponse:
+        return await self._health(request, {"models": [{"name": m, "model": m} for m in self._model_ids()]})
+
+    def _model_ids(self) -> list[str]:
+        return list(self.models) if self.models else [self.name]
+
+    async def _health(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
+        mode = "ok" if self.mode == "content_filter" else self.mode
+        failure = await self._prelude(mode, model=self.name)
+        if failure is not None:
+            return failure
+        if mode == "cut_stream":
+            return await self._cut_body(request, json.dumps(payload).encode())
+        return web.json_response(payload)
+
+    # ------------------------------------------------------------------ chat completions
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await self._read_body(request)
+        self.requests.append(body)
+        mode = self.mode
+        model = str(body.get("model", self.name))
+        stream = bool(body.get("stream"))
+        failure = await self._prelude(mode, model=model, stream=stream)
+        if failure is not None:
+            return failure
+        if self.models is not None and model not in self.models:
+            return web.json_response(model_not_found_body(model), status=404)
+        if stream:
+            return await self._stream(request, body, model, mode)
+        payload = json.dumps(self._completion(body, model)).encode()
+        if mode == "cut_stream":
+            return await self._cut_body(request, payload)
+        return web.Response(body=payload, content_type="application/json")
+
+    @staticmethod
+    async def _read_body(request: web.Request) -> dict[str, Any]:
+        raw = await request.text()
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            return {"_raw": raw}
+        return parsed if isinstance(parsed, dict) else {"_raw": parsed}
+
+    async def _prelude(self, mode: str, *, model: str, stream: bool = False) -> web.StreamResponse | None:
+        """Apply latency and the modes shared by all endpoints; ``None`` means: go on answering."""
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
+        if mode == "hang":
+            await self._hang()
+        if mode == "garbage" and not stream:
+            return web.Response(text=GARBAGE_BODY, content_type="application/json")
+        if mode == "http404":
+            return web.json_response(model_not_found_body(model), status=404)
+        if mode in _ERRORS:
+            return self._error_response(mode)
+        return None
+
+    def _error_response(self, mode: str) -> web.Response:
+        status, message, type_, code = _ERRORS[mode]
+        headers: dict[str, str] = {}
+        if mode == "http429" and self.retry_after is not None:
+            headers["Retry-After"] = str(math.ceil(self.retry_after))
+        return web.json_response(error_body(message, type_, code), status=status, headers=headers)
+
+    @staticmethod
+    async def _hang() -> None:
+        """Never answer; aiohttp cancels us when the client leaves, ``stop()`` when the server stops."""
+        await asyncio.get_running_loop().create_future()
+
+    @staticmethod
+    async def _cut_body(request: web.Request, payload: bytes) -> web.StreamResponse:
+        """Announce the full length, send half of the body, then close the connection."""
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = len(payload)
+        await response.prepare(request)
+        await response.write(payload[: len(payload) // 2])
+        return await FakeLLM._drop_connection(request, response)
+
+    @staticmethod
+    async def _drop_connection(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+        """Close the connection after the bytes written so far, leaving the body incomplete."""
+        if request.transport is not None:
+            request.transport.close()  # flushes what was written, then FIN; no terminating chunk
+        await FakeLLM._hang()  # cancelled by aiohttp once the connection is lost
+        return response
+
+    def _completion(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+        """A non-streaming ``chat.completion`` object."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.reply}
+        finish_reason = "stop"
+        tool = self._structured_tool(body)
+        if tool is not None:
+            message = {"role": "assistant", "content": None, "tool_calls": [self._tool_call(tool, self.reply)]}
+            finish_reason = "tool_calls"
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
+            "usage": self._usage(body),
+        }
+
+    def _structured_tool(self, body: dict[str, Any]) -> str | None:
+        """The ``final_result*`` tool to call, when the reply is a JSON object."""
+        tool = _final_result_tool(body)
+        return tool if tool is not None and _is_json_object(self.reply) else None
+
+    @staticmethod
+    def _tool_call(name: str, arguments: str) -> dict[str, Any]:
+        call_id = f"call_{uuid.uuid4().hex[:24]}"
+        return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+    def _usage(self, body: dict[str, Any]) -> dict[str, int]:
+        prompt = _word_count(body.get("messages", []))
+        completion = _word_count(self.reply)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    # ------------------------------------------------------------------ streaming
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], model: str, mode: str) -> web.StreamResponse:
+        """Answer as server-sent events; ``garbage`` sends invalid JSON, ``cut_stream`` drops the connection."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        if mode == "garbage":
+            await response.write(f"data: {GARBAGE_BODY}\n\n".encode())
+            await response.write_eof()
+            return response
+        chunks = self._stream_chunks(body, model)
+        for index, chunk in enumerate(chunks):
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            if mode == "cut_stream" and index >= 1:  # role chunk + first content chunk
+                return await self._drop_connection(request, response)
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    def _stream_chunks(self, body: dict[str, Any], model: str) -> list[dict[str, Any]]:
+        """All ``chat.completion.chunk`` objects for the reply (role, deltas, finish, usage)."""
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        base = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+        }
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+            out: dict[str, Any] = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+            if include_usage:
+                out["usage"] = None
+            return out
+
+        tool = self._structured_tool(body)
+        if tool is None:
+            chunks = [chunk({"role": "assistant", "content": ""})]
+            chunks += [chunk({"content": piece}) for piece in split_text(self.reply)]
+            chunks.append(chunk({}, "stop"))
+        else:
+            call = self._tool_call(tool, "")
+            chunks = [chunk({"role": "assistant", "content": None, "tool_calls": [{"index": 0, **call}]})]
+            chunks += [
+                chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+                for piece in split_text(self.reply)
+            ]
+            chunks.append(chunk({}, "tool_calls"))
+        if include_usage:
+            chunks.append({**base, "choices": [], "usage": self._usage(body)})
+        return chunks
+
+
+class FakeLLMThread:
+    """Runs a ``FakeLLM`` in a daemon thread with its own event loop; steer it from any thread."""
+
+    def __init__(self, fake: FakeLLM | None = None, *, port: int = 0) -> None:
+        self.fake = fake if fake is not None else FakeLLM()
+        self._port = port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> FakeLLMThread:
+        """Start the thread and wait until the server is listening."""
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name=f"FakeLLM-{self.fake.name}", daemon=True)
+        self._thread.start()
+        try:
+            self._call(self.fake.start(self._port))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the server and the thread."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        self._call(self.fake.stop())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        loop.close()
+        self._loop = self._thread = None
+
+    def refuse(self) -> None:
+        """Close the port (connects get ECONNREFUSED) but keep the thread."""
+        self._call(self.fake.stop())
+
+    def recover(self) -> None:
+        """Listen again on the same port after ``refuse()``."""
+        self._call(self.fake.start(self.fake.port))
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        """Run ``coro`` on the server's loop and wait for its result."""
+        if self._loop is None:
+            coro.close()
+            raise RuntimeError("FakeLLMThread is not running")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def __enter__(self) -> FakeLLMThread:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # Plain attribute delegation: simple assignments are atomic under the GIL.
+    @property
+    def url(self) -> str:
+        return self.fake.url
+
+    @property
+    def v1_url(self) -> str:
+        return self.fake.v1_url
+
+    @property
+    def port(self) -> int:
+        return self.fake.port
+
+    @property
+    def mode(self) -> str:
+        return self.fake.mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        self.fake.set_mode(value)
+
+    @property
+    def latency(self) -> float:
+        return self.fake.latency
+
+    @latency.setter
+    def latency(self, value: float) -> None:
+        self.fake.latency = value
+
+    @property
+    def reply(self) -> str:
+        return self.fake.reply
+
+    @reply.setter
+    def reply(self, value: str) -> None:
+        self.fake.reply = value
+
+    @property
+    def retry_after(self) -> float | None:
+        return self.fake.retry_after
+
+    @retry_after.setter
+    def retry_after(self, value: float | None) -> None:
+        self.fake.retry_after = value
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        return list(self.fake.requests)
+
+    def count(self) -> int:
+        return self.fake.count()
+
+    def reset_counts(self) -> None:
+        self.fake.reset_counts()
+
+    def set_mode(self, mode: str, **kw: Any) -> None:
+        self.fake.set_mode(mode, **kw)
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Fake OpenAI-compatible LLM server for tests.")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--name", default="fake")
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--mode", default="ok", choices=MODES)
+    parser.add_argument("--reply", default=None)
+    parser.add_argument("--models", default=None, help="comma-separated list of served model ids")
+    parser.add_argument("--retry-after", type=float, default=None)
+    return parser.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    models = args.models.split(",") if args.models else None
+    fake = FakeLLM(args.name, latency=args.latency, reply=args.reply, models=models)
+    fake.set_mode(args.mode, retry_after=args.retry_after)
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, done.set)
+    async with fake:
+        print(f"FAKE_LLM_READY {fake.url}", flush=True)
+        await done.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    asyncio.run(_serve(_parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
