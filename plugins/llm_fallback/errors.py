@@ -62,10 +62,14 @@ def classify(error: BaseException, *, streamed_first_event: bool = False) -> Ver
     """Classify one attempt's exception (DESIGN.md, "Error classification").
 
     `streamed_first_event`: the error came after the stream handed out its first event; the
-    answer is half-sent, so it is raised (never restarted) and the provider still cools down.
+    answer is half-sent, so it is raised (never restarted); a transport/provider error
+    (`ModelAPIError`) still cools the provider down, anything else (the consumer's own error,
+    output validation) blames nobody.
     """
-    if streamed_first_event and _is_provider_fault(error):
-        return Verdict(FailureKind.STREAM_CUT, fail_over=False, cool_down=True)
+    if streamed_first_event:
+        if isinstance(error, ModelAPIError):
+            return Verdict(FailureKind.STREAM_CUT, fail_over=False, cool_down=True)
+        return Verdict(FailureKind.UNKNOWN, fail_over=False, cool_down=False)
     if isinstance(error, ContentFilterError) or _is_content_filter(error):
         return Verdict(FailureKind.REFUSED, fail_over=False, cool_down=False)
     if isinstance(error, ModelNotFoundError):
@@ -94,10 +98,6 @@ def classify(error: BaseException, *, streamed_first_event: bool = False) -> Ver
         return Verdict(FailureKind.MALFORMED, fail_over=True, cool_down=True)
     # Anything else is not a provider's answer (a bug, a tool's error): surface it, blame nobody.
     return Verdict(FailureKind.UNKNOWN, fail_over=False, cool_down=False)
-
-
-def _is_provider_fault(error: BaseException) -> bool:
-    return isinstance(error, ModelAPIError | UnexpectedModelBehavior) and not isinstance(error, ContentFilterError)
 
 
 def _is_content_filter(error: BaseException) -> bool:
