@@ -184,7 +184,7 @@ class Plan:
             if verdict.kind is not FailureKind.MODEL_MISSING:
                 self.failed_providers.append(provider)
                 self._settled.add(provider)
-            await self.engine._record_failure(self, provider, model, verdict, describe(error, limit=200))
+            await self.engine._record_failure(self, provider, model, verdict, self.engine.describe(error))
         return verdict
 
     async def release(self) -> None:
@@ -221,7 +221,6 @@ class LLMProviderFallback:
         self.clock = clock
         self.listeners: list[Listener] = []
         self._secrets = tuple(s for spec in providers for s in spec.secrets)
-        self._preferred_written: tuple[str, float] | None = None
         self.clients: dict[str, ProviderClient] = {}
         if models is None:
             self.clients = {spec.name: ProviderClient(spec) for spec in providers if spec.configured}
@@ -253,6 +252,10 @@ class LLMProviderFallback:
 
     def redact(self, text: str) -> str:
         return redact(text, self._secrets)
+
+    def describe(self, error: BaseException) -> str:
+        """A short description of an attempt's error, with this engine's secrets redacted."""
+        return describe(error, secrets=self._secrets)
 
     def _spec(self, provider: str) -> ProviderSpec:
         spec = self.specs.get(provider)
@@ -351,15 +354,11 @@ class LLMProviderFallback:
 
     async def _remember_preferred(self, snapshot: Snapshot, provider: str) -> None:
         """Keep `preferred` pointing at the last provider that served, refreshing it lazily."""
-        now = snapshot.now
         current = snapshot.preferred
-        fresh = current is not None and current.provider == provider and current.until - now > self.preferred_ttl / 2
-        written = self._preferred_written
-        if fresh or (written and written[0] == provider and written[1] - now > self.preferred_ttl / 2):
+        if current is not None and current.provider == provider and current.until - snapshot.now > self.preferred_ttl / 2:
             return
         until = self.clock() + self.preferred_ttl
         await self.store.set("preferred", Lease(provider, until).dump(), self.preferred_ttl)
-        self._preferred_written = (provider, until)
         if current is None or current.provider != provider:
             logger.info("✅ Provider %s healthy, cached as preferred", provider)
 
@@ -426,7 +425,7 @@ class LLMProviderFallback:
         if not verdict.cool_down or verdict.kind is FailureKind.MODEL_MISSING:
             verdict = Verdict(verdict.kind, fail_over=True, cool_down=True)
         suffix = f" [{context}]" if context else ""
-        await self._record_failure(None, provider, None, verdict, describe(error) + suffix)
+        await self._record_failure(None, provider, None, verdict, self.describe(error) + suffix)
 
     async def report_provider_success(self, provider: str, context: str | None = None) -> None:
         """Mark a provider healthy from outside a request: its cooldown ends, it becomes preferred."""
@@ -465,7 +464,6 @@ class LLMProviderFallback:
         await self.store.delete("preferred", "forced")
         await self.store.clear("cooldown:*")
         await self.store.clear("probe:*")
-        self._preferred_written = None
         logger.warning("🔧 LLM provider cache cleared: %s", cleared)
         return cleared
 

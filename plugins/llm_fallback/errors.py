@@ -125,7 +125,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
-def describe(error: BaseException, *, limit: int = 160) -> str:
+def describe(error: BaseException, *, secrets: Iterable[str] = (), limit: int = 160) -> str:
     """A short, redacted, one-line description of an attempt's error."""
     if isinstance(error, ModelHTTPError):
         text = f"HTTP {error.status_code}: {_http_detail(error)}"
@@ -133,7 +133,7 @@ def describe(error: BaseException, *, limit: int = 160) -> str:
         text = _message(error)
     else:
         text = f"{type(error).__name__}: {error}"
-    text = redact(" ".join(text.split()))
+    text = redact(" ".join(text.split()), secrets)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -28,7 +28,7 @@ from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 
 from .engine import LLMProviderFallback, Plan, flatten_attempts
-from .errors import Attempt, FailureKind, ProviderFailure, describe
+from .errors import Attempt, FailureKind, ProviderFailure
 
 
 class ModelMissing(ProviderFailure):
@@ -92,8 +92,7 @@ class _Attempt(WrapperModel):
         verdict = await self.plan.failed(self.provider_name, self.provider_model, error)
         if not verdict.fail_over:
             return error
-        attempt = Attempt(self.provider_name, self.provider_model, verdict.kind,
-                          self.plan.engine.redact(describe(error)))
+        attempt = Attempt(self.provider_name, self.provider_model, verdict.kind, self.plan.engine.describe(error))
         return (ModelMissing if verdict.kind is FailureKind.MODEL_MISSING else ProviderFailure)([attempt])
 
 

@@ -22,18 +22,30 @@ def setup_llm_fallback(
     admin_ids: Collection[int] = (),
     models: ModelFactory | None = None,
     alert_locale: str | None = None,
-) -> None:
+    shutdown_grace: float = 10.0,
+) -> LLMFallbackMiddleware:
     """Register the middleware, the admin router and the admin alerts on `dp`.
 
-    Handlers then receive `llm_fallback` (the service) and `llm_models` (the factory).
+    Handlers then receive `llm_fallback` (the service) and `llm_models` (the factory). At
+    shutdown, replies in flight get `shutdown_grace` seconds to finish, then are cancelled.
     """
-    dp.update.outer_middleware(LLMFallbackMiddleware(fallback, models or ModelFactory(fallback)))
+    middleware = LLMFallbackMiddleware(fallback, models or ModelFactory(fallback))
+    dp.update.outer_middleware(middleware)
     dp.include_router(build_admin_router(admin_ids))
+    alerts: list[AdminAlerts] = []
 
     async def on_startup(bot: Bot) -> None:
-        fallback.add_listener(AdminAlerts(bot, fallback, admin_ids, locale=alert_locale))
+        alerts.append(AdminAlerts(bot, fallback, admin_ids, locale=alert_locale))
+        fallback.add_listener(alerts[-1])
+
+    async def on_shutdown() -> None:
+        await middleware.drain(shutdown_grace)
+        for alert in alerts:
+            await alert.drain()
 
     dp.startup.register(on_startup)
+    dp.shutdown.register(on_shutdown)
+    return middleware
 
 
 def admin_commands(locale: str | None = None) -> list[BotCommand]:
