@@ -62,8 +62,7 @@ def build_router() -> Router:
                 result = await agent.run(text, message_history=history)
             except Exception as error:  # noqa: BLE001 - the user gets an apology, never a traceback
                 logger.error("chat reply failed for user %s: %s", user_id, type(error).__name__)
-                if name_task:
-                    name_task.cancel()
+                await _discard(name_task)
                 await message.answer(apology())
                 return
             name = await _name_of(name_task)
@@ -74,6 +73,13 @@ def build_router() -> Router:
         await answer_long(message, result.output)
 
     return router
+
+
+async def _discard(task: asyncio.Task[str] | None) -> None:
+    """Stop a thread-name task nobody needs any more, and collect its outcome."""
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _name_of(task: asyncio.Task[str] | None) -> str | None:

@@ -372,12 +372,12 @@ class LLMProviderFallback:
         if plan is not None:
             seen = plan.snapshot.model_failures.get((provider, model)) if model_level else plan.snapshot.failures.get(provider)
         cooldown = self.failure_cooldown
-        if verdict.retry_after:
+        if verdict.retry_after is not None:
             cooldown = min(max(verdict.retry_after, 1.0), MAX_RETRY_AFTER)
         record = FailureRecord(now + cooldown, now, verdict.kind.value, error, (seen.count if seen else 0) + 1)
         await self.store.set(key, record.dump(), cooldown + FAILURE_MEMORY)
         await self.store.set(f"last_error:{provider}", record.dump(), FAILURE_MEMORY)
-        if plan is not None:
+        if plan is not None and not model_level:
             token = plan.candidate(provider).probe_token
             if token:
                 await self._release_probe(provider, token)

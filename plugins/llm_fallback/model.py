@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx2
 from pydantic_ai._fallback import request_stream_until_first_event
 from pydantic_ai._run_context import RunContext
 from pydantic_ai.exceptions import FallbackExceptionGroup
@@ -50,6 +51,14 @@ class _Attempt(WrapperModel):
         self.plan = plan
         self.provider_name = provider
         self.provider_model = model_name
+        self.connect_timeout = plan.engine.specs[provider].connect_timeout
+
+    def _with_connect_timeout(self, model_settings: ModelSettings | None) -> ModelSettings | None:
+        """A caller's `timeout` (seconds) bounds the generation, not the connect: keep ours short."""
+        timeout = (model_settings or {}).get("timeout")
+        if isinstance(timeout, int | float):
+            return {**model_settings, "timeout": httpx2.Timeout(timeout, connect=min(timeout, self.connect_timeout))}  # type: ignore[typeddict-item]
+        return model_settings
 
     async def request(
         self,
@@ -58,7 +67,7 @@ class _Attempt(WrapperModel):
         model_request_parameters: ModelRequestParameters,
     ) -> ModelResponse:
         try:
-            response = await self.wrapped.request(messages, model_settings, model_request_parameters)
+            response = await self.wrapped.request(messages, self._with_connect_timeout(model_settings), model_request_parameters)
         except Exception as error:
             raise await self._failure(error) from error
         await self.plan.succeeded(self.provider_name, self.provider_model)
@@ -75,7 +84,7 @@ class _Attempt(WrapperModel):
         handed_over = False
         try:
             async with request_stream_until_first_event(
-                self.wrapped, None, messages, model_settings, model_request_parameters, run_context
+                self.wrapped, None, messages, self._with_connect_timeout(model_settings), model_request_parameters, run_context
             ) as stream:
                 handed_over = True
                 await self.plan.succeeded(self.provider_name, self.provider_model)
@@ -147,9 +156,9 @@ class FailoverModel(FallbackModel):
         try:
             return await self._chain_for(plan).request(messages, model_settings, model_request_parameters)
         except FallbackExceptionGroup as group:
-            raise await self.engine.all_failed(flatten_attempts(group.exceptions)) from group
+            raise await self.engine.all_failed(flatten_attempts(group.exceptions)) from None
         except ProviderFailure as failure:  # a strict pin with one model
-            raise await self.engine.all_failed(failure.attempts) from failure
+            raise await self.engine.all_failed(failure.attempts) from None
         finally:
             await plan.release()
 
@@ -168,8 +177,8 @@ class FailoverModel(FallbackModel):
             ) as stream:
                 yield stream
         except FallbackExceptionGroup as group:
-            raise await self.engine.all_failed(flatten_attempts(group.exceptions)) from group
+            raise await self.engine.all_failed(flatten_attempts(group.exceptions)) from None
         except ProviderFailure as failure:
-            raise await self.engine.all_failed(failure.attempts) from failure
+            raise await self.engine.all_failed(failure.attempts) from None
         finally:
             await plan.release()

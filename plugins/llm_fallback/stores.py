@@ -204,7 +204,8 @@ class FailsafeStore:
 
     An LLM call never fails because Redis did: each operation that fails on Redis is served by
     the local store, Redis is left alone for `retry_interval` seconds, then tried again.
-    What was learned locally during the outage stays local (it expires on its own).
+    What was learned locally during the outage stays local (it expires on its own); deletions
+    made during the outage are replayed on Redis when it answers again.
     """
 
     def __init__(
@@ -221,6 +222,7 @@ class FailsafeStore:
         self._monotonic = monotonic
         self._down_since: float | None = None
         self._retry_at = 0.0
+        self._missed_deletions: list[Callable[[], Awaitable[object]]] = []
 
     @property
     def kind(self) -> str:
@@ -230,6 +232,8 @@ class FailsafeStore:
         if self._down_since is not None and self._monotonic() < self._retry_at:
             return await local_call()
         try:
+            if self._down_since is not None:
+                await self._replay_deletions()
             result = await redis_call()
         except STORE_ERRORS as error:
             now = self._monotonic()
@@ -247,6 +251,19 @@ class FailsafeStore:
             self._down_since = None
         return result
 
+    async def _replay_deletions(self) -> None:
+        """Deletions made while Redis was away (a /llm_clear, a recovery) must not come back."""
+        while self._missed_deletions:
+            await self._missed_deletions[0]()
+            self._missed_deletions.pop(0)
+
+    async def _delete_everywhere(self, name: str, local: T, redis_call: Callable[[], Awaitable[T]]) -> T:
+        async def missed() -> T:
+            self._missed_deletions.append(redis_call)
+            return local
+
+        return await self._run(name, redis_call, missed)
+
     async def get_many(self, keys: Sequence[str]) -> list[str | None]:
         return await self._run("get", lambda: self.redis.get_many(keys), lambda: self.local.get_many(keys))
 
@@ -260,17 +277,15 @@ class FailsafeStore:
     async def delete(self, *keys: str) -> int:
         # Deletions go to both: a force or cooldown cleared during an outage must not come back.
         local = await self.local.delete(*keys)
-        return await self._run("delete", lambda: self.redis.delete(*keys), lambda: _value(local))
+        return await self._delete_everywhere("delete", local, lambda: self.redis.delete(*keys))
 
     async def delete_if_equal(self, key: str, value: str) -> bool:
         local = await self.local.delete_if_equal(key, value)
-        return await self._run(
-            "delete", lambda: self.redis.delete_if_equal(key, value), lambda: _value(local)
-        )
+        return await self._delete_everywhere("delete", local, lambda: self.redis.delete_if_equal(key, value))
 
     async def clear(self, pattern: str = "*") -> int:
         local = await self.local.clear(pattern)
-        return await self._run("clear", lambda: self.redis.clear(pattern), lambda: _value(local))
+        return await self._delete_everywhere("clear", local, lambda: self.redis.clear(pattern))
 
     async def push_bounded(self, key: str, value: str, *, max_len: int, ttl: float) -> None:
         await self._run(
@@ -284,10 +299,6 @@ class FailsafeStore:
 
     async def close(self) -> None:
         await self.redis.close()
-
-
-async def _value(value: T) -> T:
-    return value
 
 
 def build_store(redis_url: str | None, *, prefix: str = "llm:", clock: Clock = time.time) -> StateStore:

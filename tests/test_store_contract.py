@@ -1,0 +1,470 @@
+"""The `StateStore` contract, run against both stores, plus `FailsafeStore` over a failing Redis.
+
+- `MemoryStateStore`: expiry follows the injected fake clock (no sleeping);
+- `RedisStateStore`: a real ``redis-server`` (tests/fakes/redis_server.py), a fresh key prefix per
+  test; TTLs are checked with ``PTTL`` through ``store.client``, and one tiny (50 ms) expiry is
+  waited for for real;
+- `FailsafeStore`: a dedicated redis-server per test (killed and restarted there, so the shared
+  session server is unaffected) and an injected monotonic clock for the retry interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from plugins.llm_fallback import FailsafeStore, MemoryStateStore, RedisStateStore, StateStore
+from tests.conftest import FakeClock, http_error
+from tests.fakes.redis_server import RedisServer, redis_server_available
+
+pytestmark = pytest.mark.timeout(20)
+
+STORE_LOGGER = "plugins.llm_fallback.stores"
+
+
+# --- the two stores under one harness ---------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """A store under test and how to make its time pass."""
+
+    kind: str
+    store: StateStore
+    clock: FakeClock
+    url: str | None = None
+
+    @property
+    def short_ttl(self) -> float:
+        """A TTL this case can let run out quickly (50 ms real for Redis, fake seconds for memory)."""
+        return 0.05 if self.kind == "redis" else 5.0
+
+    async def let_expire(self, ttl: float) -> None:
+        if self.kind == "redis":
+            await asyncio.sleep(ttl + 0.05)
+        else:
+            self.clock.advance(ttl)
+
+    async def pttl(self, key: str) -> int:
+        assert isinstance(self.store, RedisStateStore)
+        return int(await self.store.client.pttl(self.store.prefix + key))
+
+    def sibling(self, prefix: str) -> StateStore:
+        """Another store of the same kind, in another namespace (another bot on the same Redis)."""
+        if self.kind == "redis":
+            assert self.url is not None
+            return RedisStateStore.from_url(self.url, prefix=prefix)
+        return MemoryStateStore(self.clock)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def case(request, clock: FakeClock) -> AsyncIterator[Case]:
+    if request.param == "memory":
+        yield Case("memory", MemoryStateStore(clock), clock)
+        return
+    url = request.getfixturevalue("redis_url")
+    store = RedisStateStore.from_url(url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    yield Case("redis", store, clock, url)
+    await store.close()
+
+
+# --- get / set / ttl ------------------------------------------------------------------------------------------
+
+
+async def test_kind(case: Case):
+    assert case.store.kind == case.kind
+
+
+async def test_get_many_on_missing_keys(case: Case):
+    assert await case.store.get_many(["nope", "cooldown:ollama"]) == [None, None]
+
+
+async def test_get_many_keeps_order_and_round_trips_values(case: Case):
+    value = '{"until": 1.5, "error": "ошибка ✅"}'
+    assert await case.store.set("b", value, 60) is True
+    assert await case.store.set("a", "1", 60) is True
+    assert await case.store.get_many(["a", "missing", "b"]) == ["1", None, value]
+
+
+async def test_get_many_of_no_key(case: Case):
+    assert await case.store.get_many([]) == []
+
+
+async def test_set_overwrites(case: Case):
+    await case.store.set("k", "a", 60)
+    await case.store.set("k", "b", 60)
+    assert await case.store.get_many(["k"]) == ["b"]
+
+
+async def test_value_expires_after_ttl(case: Case):
+    ttl = case.short_ttl
+    await case.store.set("k", "v", ttl)
+    assert await case.store.get_many(["k"]) == ["v"]
+    await case.let_expire(ttl)
+    assert await case.store.get_many(["k"]) == [None]
+
+
+async def test_ttl_is_honoured_in_seconds(case: Case):
+    await case.store.set("k", "v", 30)
+    if case.kind == "redis":
+        assert 29_000 < await case.pttl("k") <= 30_000
+        await case.store.set("short", "v", 0.25)  # sub-second TTLs keep their milliseconds
+        assert 150 < await case.pttl("short") <= 250
+    else:
+        case.clock.advance(29.9)
+        assert await case.store.get_many(["k"]) == ["v"]
+        case.clock.advance(0.1)
+        assert await case.store.get_many(["k"]) == [None]
+
+
+# --- only_if_absent (SET NX) ------------------------------------------------------------------------------------
+
+
+async def test_only_if_absent(case: Case):
+    store = case.store
+    assert await store.set("probe:ollama", "token-a", 60, only_if_absent=True) is True
+    assert await store.set("probe:ollama", "token-b", 60, only_if_absent=True) is False
+    assert await store.get_many(["probe:ollama"]) == ["token-a"]
+    # A plain set still overwrites.
+    assert await store.set("probe:ollama", "token-c", 60) is True
+    assert await store.get_many(["probe:ollama"]) == ["token-c"]
+
+
+async def test_only_if_absent_succeeds_again_once_the_key_expired(case: Case):
+    ttl = case.short_ttl
+    assert await case.store.set("lease", "a", ttl, only_if_absent=True) is True
+    await case.let_expire(ttl)
+    assert await case.store.set("lease", "b", 60, only_if_absent=True) is True
+    assert await case.store.get_many(["lease"]) == ["b"]
+
+
+async def test_only_if_absent_is_atomic_under_concurrency(case: Case):
+    results = await asyncio.gather(*(case.store.set("lease", f"t{i}", 60, only_if_absent=True) for i in range(20)))
+    assert results.count(True) == 1
+
+
+# --- delete / delete_if_equal ------------------------------------------------------------------------------------
+
+
+async def test_delete_counts_what_it_deleted(case: Case):
+    await case.store.set("a", "1", 60)
+    await case.store.set("b", "2", 60)
+    await case.store.push_bounded("l", "x", max_len=3, ttl=60)
+    assert await case.store.delete("a", "missing", "l") == 2
+    assert await case.store.get_many(["a", "b"]) == [None, "2"]
+    assert await case.store.get_list("l") == []
+    assert await case.store.delete() == 0
+
+
+async def test_delete_if_equal_deletes_only_on_equal_value(case: Case):
+    store = case.store
+    await store.set("cooldown:ollama", "record-1", 60)
+    assert await store.delete_if_equal("cooldown:ollama", "record-0") is False
+    assert await store.get_many(["cooldown:ollama"]) == ["record-1"]
+    assert await store.delete_if_equal("cooldown:ollama", "record-1") is True
+    assert await store.get_many(["cooldown:ollama"]) == [None]
+    assert await store.delete_if_equal("cooldown:ollama", "record-1") is False
+    assert await store.delete_if_equal("never-set", "x") is False
+
+
+async def test_delete_if_equal_ignores_an_expired_value(case: Case):
+    ttl = case.short_ttl
+    await case.store.set("k", "v", ttl)
+    await case.let_expire(ttl)
+    assert await case.store.delete_if_equal("k", "v") is False
+
+
+# --- clear ------------------------------------------------------------------------------------------------------------
+
+
+async def test_clear_pattern_touches_only_matching_keys_of_this_namespace(case: Case):
+    store = case.store
+    other = case.sibling(f"other-{uuid.uuid4().hex[:8]}:")
+    try:
+        for key in ("cooldown:ollama", "cooldown:openai/g1", "probe:ollama", "preferred"):
+            await store.set(key, "v", 60)
+        await other.set("cooldown:ollama", "theirs", 60)
+
+        assert await store.clear("cooldown:*") == 2
+
+        assert await store.get_many(["cooldown:ollama", "cooldown:openai/g1", "probe:ollama", "preferred"]) == [
+            None, None, "v", "v"]
+        assert await other.get_many(["cooldown:ollama"]) == ["theirs"]
+
+        await store.push_bounded("history:1", "m", max_len=5, ttl=60)
+        assert await store.clear() == 3  # probe, preferred, the list
+        assert await store.get_many(["probe:ollama", "preferred"]) == [None, None]
+        assert await store.get_list("history:1") == []
+        assert await other.get_many(["cooldown:ollama"]) == ["theirs"]
+        assert await store.clear("nothing:*") == 0
+    finally:
+        await other.close()
+
+
+async def test_clear_leaves_keys_outside_the_prefix_alone(redis_url):
+    store = RedisStateStore.from_url(redis_url, prefix="llm:")
+    try:
+        await store.client.set("llmx:preferred", "not ours")
+        await store.client.set("preferred", "not ours either")
+        await store.set("preferred", "ours", 60)
+        assert await store.clear() == 1
+        assert await store.client.get("llmx:preferred") == "not ours"
+        assert await store.client.get("preferred") == "not ours either"
+    finally:
+        await store.close()
+
+
+# --- bounded lists --------------------------------------------------------------------------------------------------
+
+
+async def test_push_bounded_keeps_the_last_n_in_order(case: Case):
+    store = case.store
+    assert await store.get_list("history:42") == []
+    for i in range(1, 6):
+        await store.push_bounded("history:42", f"m{i}", max_len=3, ttl=60)
+    assert await store.get_list("history:42") == ["m3", "m4", "m5"]
+    await store.push_bounded("history:42", "m6", max_len=3, ttl=60)
+    assert await store.get_list("history:42") == ["m4", "m5", "m6"]
+
+
+async def test_list_expires_ttl_after_the_last_push(case: Case):
+    store = case.store
+    if case.kind == "redis":
+        await store.push_bounded("h", "a", max_len=5, ttl=10)
+        await store.client.pexpire(store.prefix + "h", 2_000)  # as if 8 s had passed
+        await store.push_bounded("h", "b", max_len=5, ttl=10)
+        assert 9_000 < await case.pttl("h") <= 10_000
+        await store.push_bounded("h", "c", max_len=5, ttl=0.05)
+        await asyncio.sleep(0.1)
+        assert await store.get_list("h") == []
+    else:
+        await store.push_bounded("h", "a", max_len=5, ttl=10)
+        case.clock.advance(8)
+        await store.push_bounded("h", "b", max_len=5, ttl=10)
+        case.clock.advance(8)
+        assert await store.get_list("h") == ["a", "b"]
+        case.clock.advance(2)
+        assert await store.get_list("h") == []
+
+
+# --- FailsafeStore over a Redis that goes away -----------------------------------------------------------------------
+
+
+class Monotonic:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test's own: killing it affects no other test."""
+    if not redis_server_available():
+        pytest.skip("redis-server is not installed")
+    with RedisServer() as server:
+        yield server
+
+
+@dataclass
+class Failsafe:
+    store: FailsafeStore
+    redis: RedisStateStore
+    monotonic: Monotonic
+    clock: FakeClock
+
+
+@pytest.fixture
+async def failsafe(own_redis: RedisServer, clock: FakeClock) -> AsyncIterator[Failsafe]:
+    redis = RedisStateStore.from_url(own_redis.url, prefix="llm:", timeout=0.3)
+    monotonic = Monotonic()
+    store = FailsafeStore(redis, MemoryStateStore(clock), retry_interval=5.0, monotonic=monotonic)
+    yield Failsafe(store, redis, monotonic, clock)
+    await store.close()
+
+
+def _store_logs(caplog, level: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == STORE_LOGGER and r.levelno == level]
+
+
+async def test_failsafe_uses_redis_while_it_answers(failsafe: Failsafe):
+    store = failsafe.store
+    assert store.kind == "redis"
+    assert await store.set("preferred", "ollama", 60) is True
+    assert await failsafe.redis.client.get("llm:preferred") == "ollama"
+    assert await store.get_many(["preferred"]) == ["ollama"]
+
+
+async def test_failsafe_serves_locally_while_redis_is_down_and_comes_back(failsafe: Failsafe, own_redis, caplog):
+    caplog.set_level(logging.DEBUG)
+    store = failsafe.store
+    await store.set("preferred", "ollama", 60)
+
+    own_redis.kill()
+
+    # Every operation still works, served from process memory.
+    assert await store.get_many(["preferred", "cooldown:ollama"]) == [None, None]
+    assert store.kind == "degraded"
+    assert await store.set("cooldown:ollama", "rec", 300) is True
+    assert await store.set("probe:ollama", "t1", 30, only_if_absent=True) is True
+    assert await store.set("probe:ollama", "t2", 30, only_if_absent=True) is False
+    assert await store.delete_if_equal("probe:ollama", "t1") is True
+    await store.push_bounded("h", "a", max_len=2, ttl=60)
+    await store.push_bounded("h", "b", max_len=2, ttl=60)
+    await store.push_bounded("h", "c", max_len=2, ttl=60)
+    assert await store.get_list("h") == ["b", "c"]
+    assert await store.get_many(["cooldown:ollama"]) == ["rec"]
+
+    # Retrying after the interval while Redis is still down: no new error line.
+    failsafe.monotonic.now += 5
+    assert await store.get_many(["cooldown:ollama"]) == ["rec"]
+    assert store.kind == "degraded"
+    failsafe.monotonic.now += 5
+    assert await store.clear("probe:*") == 0
+    errors = _store_logs(caplog, logging.ERROR)
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert "Redis state store unavailable" in errors[0].getMessage()
+
+    # Redis is back; not tried again before the retry interval.
+    own_redis.restart()
+    failsafe.monotonic.now += 1
+    assert await store.get_many(["cooldown:ollama"]) == ["rec"]
+    assert store.kind == "degraded"
+
+    failsafe.monotonic.now += 5
+    assert await store.get_many(["cooldown:ollama"]) == [None]  # Redis again (restarted empty)
+    assert store.kind == "redis"
+    back = _store_logs(caplog, logging.WARNING)
+    assert len(back) == 1 and "Redis state store is back" in back[0].getMessage()
+    assert await store.set("preferred", "openai", 60) is True
+    assert await failsafe.redis.client.get("llm:preferred") == "openai"
+    assert len(_store_logs(caplog, logging.ERROR)) == 1
+
+
+async def test_failsafe_logs_a_second_outage_again(failsafe: Failsafe, own_redis, caplog):
+    caplog.set_level(logging.DEBUG)
+    store = failsafe.store
+    for _ in range(2):
+        own_redis.kill()
+        await store.get_many(["x"])
+        own_redis.restart()
+        failsafe.monotonic.now += 5
+        await store.get_many(["x"])
+        assert store.kind == "redis"
+    assert len(_store_logs(caplog, logging.ERROR)) == 2
+    assert len(_store_logs(caplog, logging.WARNING)) == 2
+
+
+async def test_failsafe_does_not_stall_on_a_hung_redis(failsafe: Failsafe, own_redis):
+    store = failsafe.store
+    await store.set("k", "v", 60)
+    own_redis.pause()
+    try:
+        started = time.monotonic()
+        assert await store.get_many(["k"]) == [None]  # one socket timeout (0.3 s), then local
+        for _ in range(20):
+            await store.set("k", "local", 60)
+            assert await store.get_many(["k"]) == ["local"]
+        assert time.monotonic() - started < 2.0
+        assert store.kind == "degraded"
+    finally:
+        own_redis.resume()
+
+
+async def test_failsafe_deletion_during_an_outage_does_not_come_back(failsafe: Failsafe, own_redis):
+    store = failsafe.store
+    await store.set("forced", "openai", 600)
+    own_redis.pause()  # a network partition: Redis keeps its data but does not answer
+    try:
+        assert await store.get_many(["x"]) == [None]  # times out: degraded, Redis left alone for a while
+        assert store.kind == "degraded"
+        await store.delete("forced")  # e.g. /llm_clear during the outage: never reaches Redis
+        assert await store.get_many(["forced"]) == [None]
+    finally:
+        own_redis.resume()
+    failsafe.monotonic.now += 5
+    assert await store.get_many(["forced"]) == [None]
+    assert store.kind == "redis"
+
+
+# --- the engine over a failing Redis ----------------------------------------------------------------------------------
+
+
+async def test_engine_keeps_answering_when_redis_dies_mid_run(make_env, failsafe: Failsafe, own_redis, caplog):
+    caplog.set_level(logging.DEBUG)
+    env = make_env(store=failsafe.store)
+    assert await env.ask() == "ollama/m1"
+    assert (await env.stats())["store"] == "redis"
+    assert await failsafe.redis.client.exists("llm:preferred") == 1
+
+    # Redis dies while a request is in flight on ollama.
+    in_flight = env.fakes.hold_next("ollama")
+    request = asyncio.create_task(env.ask())
+    for _ in range(2000):
+        if env.fakes.count("ollama") == 2:
+            break
+        await asyncio.sleep(0.001)
+    assert env.fakes.count("ollama") == 2
+    own_redis.kill()
+    in_flight.set()
+    assert await request == "ollama/m1"
+
+    # Failover and cooldown keep working from process-local state.
+    env.fakes.fail("ollama", lambda: http_error(500, "m1"))
+    assert await env.ask() == "openai/g1"
+    env.fakes.ok("ollama")
+    for _ in range(5):
+        env.clock.advance(10)
+        assert await env.ask() == "openai/g1"
+    stats = await env.stats()
+    assert stats["store"] == "degraded"
+    assert stats["provider_health"]["ollama"]["state"] == "cooling"
+    assert env.fakes.count("ollama") == 3
+    assert len(_store_logs(caplog, logging.ERROR)) == 1
+
+    # Redis back: shared state resumes.
+    own_redis.restart()
+    failsafe.monotonic.now += 5
+    env.clock.advance(300)
+    assert await env.ask() == "ollama/m1"
+    assert (await env.stats())["store"] == "redis"
+
+
+async def test_two_processes_share_health_through_redis(make_env, redis_url):
+    first = make_env(store=RedisStateStore.from_url(redis_url, prefix="llm:"))
+    second = make_env(store=RedisStateStore.from_url(redis_url, prefix="llm:"), fakes=first.fakes)
+    try:
+        first.fakes.fail("ollama", lambda: http_error(500, "m1"))
+        assert await first.ask() == "openai/g1"
+        first.fakes.ok("ollama")
+        assert await second.ask() == "openai/g1"  # skipped: cooling in the shared store
+        assert first.fakes.count("ollama") == 1
+        assert (await second.health("ollama"))["state"] == "cooling"
+
+        # Half-open: one probe across both processes.
+        first.clock.advance(300)
+        gate = first.fakes.gate("ollama")
+        probe = asyncio.create_task(first.ask())
+        for _ in range(1000):
+            if first.fakes.count("ollama") == 2:
+                break
+            await asyncio.sleep(0.001)
+        assert first.fakes.count("ollama") == 2
+        assert await second.ask() == "openai/g1"
+        assert first.fakes.count("ollama") == 2
+        gate.set()
+        assert await probe == "ollama/m1"
+        assert await second.ask() == "ollama/m1"
+        stats = await second.stats()
+        assert stats["provider_health"]["ollama"]["state"] == "healthy"
+        assert stats["store"] == "redis"
+    finally:
+        await first.store.close()
+        await second.store.close()
