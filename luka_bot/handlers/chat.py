@@ -77,9 +77,12 @@ def build_router() -> Router:
 
 async def _discard(task: asyncio.Task[str] | None) -> None:
     """Stop a thread-name task nobody needs any more, and collect its outcome."""
-    if task is not None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    if task is None:
+        return
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=1.0)
+    if not done:  # a cancel can be lost inside a Redis call: collect the outcome whenever it comes
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 async def _name_of(task: asyncio.Task[str] | None) -> str | None:
