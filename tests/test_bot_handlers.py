@@ -382,7 +382,7 @@ async def test_status_lists_providers_in_order_with_health_and_the_keyboard(env:
     lines = text.splitlines()
     assert lines[0] == "🤖 LLM providers"
     assert lines[1].startswith("1. ollama — 🔴 cooling down, ")
-    assert "(1 failures)" in lines[1]
+    assert "(failures: 1)" in lines[1]
     assert lines[2].strip().startswith("last error ")
     assert lines[3] == "2. openai — 🟢 healthy"
     assert "Preferred (cached): openai" in lines

@@ -79,10 +79,10 @@ async def _discard(task: asyncio.Task[str] | None) -> None:
     """Stop a thread-name task nobody needs any more, and collect its outcome."""
     if task is None:
         return
+    # A cancel can be lost inside a Redis call: collect the outcome whenever it comes, wait a little.
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
     task.cancel()
-    done, _ = await asyncio.wait({task}, timeout=1.0)
-    if not done:  # a cancel can be lost inside a Redis call: collect the outcome whenever it comes
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    await asyncio.wait({task}, timeout=1.0)
 
 
 async def _name_of(task: asyncio.Task[str] | None) -> str | None:

@@ -78,7 +78,7 @@ def _state_text(health: dict[str, Any]) -> str:
     if state == "not_configured":
         return _("⚪ not configured")
     if state == "cooling":
-        return _("🔴 cooling down, {left} left ({count} failures)",
+        return _("🔴 cooling down, {left} left (failures: {count})",
                  left=duration(health["cooldown_seconds_left"]), count=health["failures"])
     if state == "half_open":
         return _("🟡 cooldown over, next request probes it")
