@@ -1,0 +1,84 @@
+"""Helpers shared by the benchmarks: repo path, percentiles, fake LLM servers in subprocesses.
+
+Everything runs on 127.0.0.1. The fake providers are `tests/fakes/fake_llm.py`; the Redis
+server is `tests/fakes/redis_server.py` (both need the `dev` extra: pytest, aiohttp).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm: no download at import
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0..100), linear interpolation between closest ranks; None if empty."""
+    if not values:
+        return None
+    data = sorted(values)
+    if len(data) == 1:
+        return data[0]
+    pos = (len(data) - 1) * q / 100.0
+    low = math.floor(pos)
+    high = min(low + 1, len(data) - 1)
+    return data[low] + (data[high] - data[low]) * (pos - low)
+
+
+def rnd(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
+    return "—" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+class FakeLLMProcess:
+    """`python -m tests.fakes.fake_llm` in its own process (so it does not share our GIL/CPU loop)."""
+
+    def __init__(self, name: str, *, latency: float = 0.0):
+        self.name = name
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.fakes.fake_llm", "--port", "0", "--name", name,
+             "--latency", str(latency)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        if not line.startswith("FAKE_LLM_READY "):
+            self.stop()
+            raise RuntimeError(f"fake LLM {name!r} did not start: {line!r}")
+        self.url = line.split(" ", 1)[1]
+        self.v1_url = self.url + "/v1"
+
+    def control(self, **settings: Any) -> dict[str, Any]:
+        request = urllib.request.Request(
+            self.url + "/__control", data=json.dumps(settings).encode(), method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - 127.0.0.1 only
+            return json.loads(response.read())
+
+    def count(self) -> int:
+        with urllib.request.urlopen(self.url + "/__control", timeout=5) as response:  # noqa: S310
+            return int(json.loads(response.read())["count"])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
