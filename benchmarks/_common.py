@@ -67,11 +67,11 @@ class FakeLLMProcess:
             self.url + "/__control", data=json.dumps(settings).encode(), method="POST",
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - 127.0.0.1 only
+        with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
 
     def count(self) -> int:
-        with urllib.request.urlopen(self.url + "/__control", timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(self.url + "/__control", timeout=5) as response:
             return int(json.loads(response.read())["count"])
 
     def stop(self) -> None:

@@ -64,9 +64,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fmt, percentile, rnd  # noqa: E402
+from _common import fmt, percentile, rnd
 
-from tests.fakes.fake_llm import FakeLLM  # noqa: E402
+from tests.fakes.fake_llm import FakeLLM
 
 KINDS = ("refuse", "hang", "http500", "http429")
 STRATEGIES = ("direct", "fallbackmodel", "litellm", "luka-memory", "luka-redis-2proc")
@@ -522,8 +522,7 @@ def print_table(kind: str, summaries: dict[str, dict[str, Any]], args: argparse.
           "| primary attempts in outage (client / server) | of which after detection | slow after detection "
           "| primary share | recovery s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name in summaries:
-        s = summaries[name]
+    for name, s in summaries.items():
         if "skipped" in s:
             print(f"| {name} | skipped: {s['skipped']} ||||||||||| ")
             continue
@@ -633,6 +632,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, dict[str, 
                     print(f"… {kind}: {run.strategy}", file=sys.stderr, flush=True)
                     raw = await run.run()
                     await run.close()
+                    if args.dump_raw:
+                        with args.dump_raw.open("a") as dump:
+                            dump.write(json.dumps({"kind": kind, **raw}) + "\n")
                     out[kind][run.strategy] = summarize(raw, args, kind)
             finally:
                 for run in runs:
@@ -659,6 +661,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="figures as JSON (one kind: the documented shape; "
                                                   "--kind all: {kind: that shape})")
     parser.add_argument("--png", type=Path, help="timeline plot (matplotlib)")
+    parser.add_argument("--dump-raw", type=Path, help="append every run's raw records (JSON lines), for digging")
     args = parser.parse_args(argv)
     if args.requests < 10 or args.cooldown <= 0 or args.concurrency < 2:
         parser.error("need --requests >= 10, --cooldown > 0, --concurrency >= 2")

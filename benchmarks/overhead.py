@@ -36,8 +36,8 @@ import datetime as dt
 import gc
 import json
 import logging
-import os
 import multiprocessing as mp
+import os
 import platform
 import statistics
 import sys
@@ -46,16 +46,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import FakeLLMProcess, fmt, percentile, rnd  # noqa: E402
+from _common import FakeLLMProcess, fmt, percentile, rnd
+from aiogram import Bot, Dispatcher, Router
+from aiogram.client.session.base import BaseSession
+from aiogram.types import Message, Update
+from pydantic import SecretStr
+from pydantic_ai import ModelRequest
+from pydantic_ai.direct import model_request
 
-from aiogram import Bot, Dispatcher, Router  # noqa: E402
-from aiogram.client.session.base import BaseSession  # noqa: E402
-from aiogram.types import Message, Update  # noqa: E402
-from pydantic import SecretStr  # noqa: E402
-from pydantic_ai import ModelRequest  # noqa: E402
-from pydantic_ai.direct import model_request  # noqa: E402
-
-from plugins.llm_fallback import (  # noqa: E402
+from plugins.llm_fallback import (
     FailoverModel,
     FailsafeStore,
     LLMProviderFallback,
@@ -64,7 +63,7 @@ from plugins.llm_fallback import (  # noqa: E402
     RedisStateStore,
     setup_llm_fallback,
 )
-from tests.fakes.redis_server import RedisServer  # noqa: E402
+from tests.fakes.redis_server import RedisServer
 
 ARMS = ("direct", "memory", "redis")
 

@@ -188,11 +188,11 @@ def providers() -> Iterator[tuple[FakeLLMThread, FakeLLMThread]]:
         fallback.stop()
 
 
-def configure(processes: tuple[EngineProcess, EngineProcess], redis_url: str,
+def configure(processes: tuple[EngineProcess, EngineProcess], url: str,
               providers: tuple[FakeLLMThread, FakeLLMThread]) -> tuple[EngineProcess, EngineProcess]:
-    """Give both processes a fresh engine on `redis_url` (a fresh key prefix) and these providers."""
+    """Give both processes a fresh engine on Redis `url` (a fresh key prefix) and these providers."""
     primary, fallback = providers
-    cfg = {"redis_url": redis_url, "prefix": f"mp-{uuid.uuid4().hex[:8]}:", "primary_url": primary.v1_url,
+    cfg = {"redis_url": url, "prefix": f"mp-{uuid.uuid4().hex[:8]}:", "primary_url": primary.v1_url,
            "fallback_url": fallback.v1_url}
     for process in processes:
         process.call("configure", cfg)
