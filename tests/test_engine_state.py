@@ -900,3 +900,42 @@ async def test_healthy_traffic_is_quiet(make_env, caplog):
         assert await env.ask() == "ollama/m1"
     loud = [r for r in caplog.records if r.levelno >= logging.INFO]
     assert loud == [], [r.getMessage() for r in loud]
+
+
+async def test_in_flight_failures_do_not_push_the_cooldown_back(make_env, clock):
+    """Requests already on their way when the primary died fail later: the cooldown the first
+    failure started keeps its end, so the probe (and recovery) comes when promised."""
+    env = make_env()
+    env.fakes.fail("ollama", server_error())
+    late = env.fakes.hold_next("ollama")  # request A is on its way to the dying ollama
+    request_a = asyncio.create_task(env.ask("A"))
+    await wait_until(lambda: env.fakes.count("ollama") == 1)
+
+    assert await env.ask("B") == "openai/g1"  # B detects the outage at t0
+    assert (await env.health("ollama"))["cooldown_seconds_left"] == 300
+
+    clock.advance(120)
+    late.set()  # A's answer arrives 2 min later, as an error
+    assert await request_a == "openai/g1"
+    health = await env.health("ollama")
+    assert health["cooldown_seconds_left"] == 180  # not reset to 300
+    assert health["failures"] == 1
+
+    clock.advance(181)
+    env.fakes.ok("ollama")
+    assert await env.ask("C") == "ollama/m1"  # probed and back on time
+
+
+async def test_a_stale_snapshot_does_not_probe_after_a_failed_probe(make_env, clock):
+    """Request X read the state while ollama was half-open; the probe fails and a new
+    cooldown starts before X asks for the lease: X must not probe ollama again."""
+    env = make_env()
+    env.fakes.fail("ollama", server_error())
+    assert await env.ask() == "openai/g1"
+    clock.advance(301)
+
+    stale = await env.engine.snapshot()  # X's read: half-open
+    assert await env.ask() == "openai/g1"  # the probe fails: a new cooldown, lease released
+    assert (await env.health("ollama"))["state"] == "cooling"
+    assert await env.engine._take_probe("ollama", stale) is None
+    assert env.fakes.count("ollama") == 2

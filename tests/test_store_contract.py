@@ -468,3 +468,14 @@ async def test_two_processes_share_health_through_redis(make_env, redis_url):
     finally:
         await first.store.close()
         await second.store.close()
+
+
+async def test_replace_if_equal_writes_only_over_the_expected_value(case: Case):
+    store = case.store
+    await store.set("cooldown:ollama", "record-1", 60)
+    assert await store.replace_if_equal("cooldown:ollama", "record-0", "record-2", 60) is False
+    assert await store.get_many(["cooldown:ollama"]) == ["record-1"]
+    assert await store.replace_if_equal("cooldown:ollama", "record-1", "record-2", 60) is True
+    assert await store.get_many(["cooldown:ollama"]) == ["record-2"]
+    assert await store.replace_if_equal("never-set", "x", "y", 60) is False
+    assert await store.get_many(["never-set"]) == [None]

@@ -299,7 +299,7 @@ class LLMProviderFallback:
             models = [m for m in all_models if not snapshot.model_cooling(provider, m)]
             if models and not snapshot.failures.get(provider):
                 candidates.append(Candidate(provider, models, "healthy"))
-            elif models and snapshot.half_open(provider) and (token := await self._take_probe(provider)):
+            elif models and snapshot.half_open(provider) and (token := await self._take_probe(provider, snapshot)):
                 candidates.append(Candidate(provider, models, "probe", probe_token=token))
             else:
                 tail.append(Candidate(provider, all_models, "last_resort"))
@@ -326,10 +326,22 @@ class LLMProviderFallback:
 
     # -- recording outcomes
 
-    async def _take_probe(self, provider: str) -> str | None:
+    async def _take_probe(self, provider: str, snapshot: Snapshot) -> str | None:
+        """The probe lease of a half-open provider, if no other request holds it.
+
+        The failure record is read again once the lease is ours: a probe that failed since our
+        snapshot wrote a new cooldown before releasing its lease, and that cooldown wins.
+        """
         token = secrets.token_hex(8)
         lease = self.specs[provider].timeout + 5.0
-        return token if await self.store.set(f"probe:{provider}", token, lease, only_if_absent=True) else None
+        if not await self.store.set(f"probe:{provider}", token, lease, only_if_absent=True):
+            return None
+        seen = snapshot.failures[provider]
+        (current,) = await self.store.get_many([_cooldown_key(provider)])
+        if seen is None or current != seen.raw:
+            await self._release_probe(provider, token)
+            return None
+        return token
 
     async def _release_probe(self, provider: str, token: str) -> None:
         await self.store.delete_if_equal(f"probe:{provider}", token)
@@ -375,13 +387,23 @@ class LLMProviderFallback:
         if verdict.retry_after is not None:
             cooldown = min(max(verdict.retry_after, 1.0), MAX_RETRY_AFTER)
         record = FailureRecord(now + cooldown, now, verdict.kind.value, error, (seen.count if seen else 0) + 1)
-        await self.store.set(key, record.dump(), cooldown + FAILURE_MEMORY)
-        await self.store.set(f"last_error:{provider}", record.dump(), FAILURE_MEMORY)
+        # Only the first failure after what this request saw starts a cooldown: requests that were
+        # already in flight and fail later must not push its end (and the next probe) back.
+        if plan is None:
+            recorded = await self.store.set(key, record.dump(), cooldown + FAILURE_MEMORY)
+        elif seen is None:
+            recorded = await self.store.set(key, record.dump(), cooldown + FAILURE_MEMORY, only_if_absent=True)
+        else:
+            recorded = await self.store.replace_if_equal(key, seen.raw, record.dump(), cooldown + FAILURE_MEMORY)
         if plan is not None and not model_level:
             token = plan.candidate(provider).probe_token
             if token:
                 await self._release_probe(provider, token)
         target = f"{provider}/{model}" if model_level else provider
+        if not recorded:
+            logger.debug("Provider %s failed too (already cooling down): %s", target, error)
+            return
+        await self.store.set(f"last_error:{provider}", record.dump(), FAILURE_MEMORY)
         logger.warning("⚠️ Provider %s failed: %s (cooldown: %ds)", target, error, round(cooldown))
         if verdict.kind is FailureKind.AUTH:
             logger.error("❌ Provider %s rejected our credentials: check %s", provider,

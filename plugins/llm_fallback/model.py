@@ -43,6 +43,11 @@ def _falls_over(error: Exception) -> bool:
     return isinstance(error, ProviderFailure)
 
 
+# pydantic-ai reads a handler's hints on every FallbackModel built (one per request): give it
+# real types rather than strings to evaluate each time (`from __future__ import annotations`).
+_falls_over.__annotations__ = {"error": Exception, "return": bool}
+
+
 class _Attempt(WrapperModel):
     """One provider/model in one request's chain: classifies and records its outcome."""
 

@@ -45,6 +45,10 @@ class StateStore(Protocol):
         """Store `value` for `ttl` seconds; with `only_if_absent`, only when the key is free."""
         ...
 
+    async def replace_if_equal(self, key: str, expected: str, value: str, ttl: float) -> bool:
+        """Store `value` for `ttl` seconds only while `key` still holds `expected` (compare-and-set)."""
+        ...
+
     async def delete(self, *keys: str) -> int: ...
 
     async def delete_if_equal(self, key: str, value: str) -> bool:
@@ -92,6 +96,12 @@ class MemoryStateStore:
         self._values[key] = (value, self._clock() + ttl)
         return True
 
+    async def replace_if_equal(self, key: str, expected: str, value: str, ttl: float) -> bool:
+        if self._live(key) != expected:
+            return False
+        self._values[key] = (value, self._clock() + ttl)
+        return True
+
     async def delete(self, *keys: str) -> int:
         return sum(
             (self._values.pop(key, None) is not None) + (self._lists.pop(key, None) is not None) for key in keys
@@ -133,6 +143,10 @@ _DELETE_IF_EQUAL = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+_REPLACE_IF_EQUAL = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end
+return 0
+"""
 
 
 def _ms(seconds: float) -> int:
@@ -152,6 +166,7 @@ class RedisStateStore:
         self.client = client
         self.prefix = prefix
         self._delete_if_equal = client.register_script(_DELETE_IF_EQUAL)
+        self._replace_if_equal = client.register_script(_REPLACE_IF_EQUAL)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "llm:", timeout: float = 0.5) -> RedisStateStore:
@@ -172,6 +187,9 @@ class RedisStateStore:
 
     async def set(self, key: str, value: str, ttl: float, *, only_if_absent: bool = False) -> bool:
         return bool(await self.client.set(self._k(key), value, px=_ms(ttl), nx=only_if_absent))
+
+    async def replace_if_equal(self, key: str, expected: str, value: str, ttl: float) -> bool:
+        return bool(await self._replace_if_equal(keys=[self._k(key)], args=[expected, value, _ms(ttl)]))
 
     async def delete(self, *keys: str) -> int:
         return int(await self.client.delete(*[self._k(k) for k in keys])) if keys else 0
@@ -272,6 +290,13 @@ class FailsafeStore:
             "set",
             lambda: self.redis.set(key, value, ttl, only_if_absent=only_if_absent),
             lambda: self.local.set(key, value, ttl, only_if_absent=only_if_absent),
+        )
+
+    async def replace_if_equal(self, key: str, expected: str, value: str, ttl: float) -> bool:
+        return await self._run(
+            "set",
+            lambda: self.redis.replace_if_equal(key, expected, value, ttl),
+            lambda: self.local.replace_if_equal(key, expected, value, ttl),
         )
 
     async def delete(self, *keys: str) -> int:
