@@ -51,7 +51,7 @@ class AdminAlerts:
         if event.kind == "down":
             return gettext_for(t, "🔴 LLM provider {provider} is down: {error}. It is skipped for {left}; "
                                   "the fallback answers meanwhile.",
-                               provider=event.provider, error=event.error, left=duration(event.cooldown or 0))
+                               provider=event.provider, error=event.error, left=duration(event.cooldown or 0, t))
         if event.kind == "recovered":
             return gettext_for(t, "🟢 LLM provider {provider} is back and serving again.", provider=event.provider)
         attempts = "\n".join(f"• {a}" for a in event.attempts)

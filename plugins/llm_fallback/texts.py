@@ -17,19 +17,20 @@ def _(text: str, /, **params: object) -> str:
 
 
 def gettext_for(locale: str | None, text: str, /, **params: object) -> str:
-    """Like `_`, in an explicit locale (admin alerts are sent outside any user's context)."""
+    """Like `_`, in an explicit locale (admin alerts are sent outside any user's context);
+    `locale=None` is the current one."""
     i18n = I18n.get_current(no_error=True)
     translated = i18n.gettext(text, locale=locale) if i18n is not None else text
     return translated.format(**params) if params else translated
 
 
-def duration(seconds: float) -> str:
-    """`1h 2m`, `4m 5s`, `9s`."""
+def duration(seconds: float, locale: str | None = None) -> str:
+    """`1h 2m`, `4m 5s`, `9s` (translated units)."""
     seconds = max(0, round(seconds))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
-        return f"{hours}h {minutes}m"
+        return gettext_for(locale, "{hours}h {minutes}m", hours=hours, minutes=minutes)
     if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
+        return gettext_for(locale, "{minutes}m {seconds}s", minutes=minutes, seconds=secs)
+    return gettext_for(locale, "{seconds}s", seconds=secs)
