@@ -16,13 +16,19 @@ async def run() -> None:
     from luka_bot.core.loader import build_app
 
     settings = load_settings()
-    secrets = [s.get_secret_value() for s in (settings.BOT_TOKEN, settings.OPENAI_API_KEY) if s]
+    secrets = [s.get_secret_value() for s in (settings.BOT_TOKEN, settings.OPENAI_API_KEY, settings.WEBHOOK_SECRET)
+               if s]
     setup_logging(settings.LOG_LEVEL, secrets)
     app = build_app(settings)
     logger.info("🚀 luka_bot starting (state store: %s)", app.fallback.store.kind)
     try:
-        await app.dp.start_polling(app.bot, handle_signals=True, close_bot_session=True,
-                                   allowed_updates=app.dp.resolve_used_update_types())
+        if settings.WEBHOOK_URL:
+            from luka_bot.webhook import run_webhook
+
+            await run_webhook(app)
+        else:
+            await app.dp.start_polling(app.bot, handle_signals=True, close_bot_session=True,
+                                       allowed_updates=app.dp.resolve_used_update_types())
     finally:
         logger.info("👋 luka_bot stopped")
 

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     ADMIN_IDS: Annotated[list[int], NoDecode] = []
     TELEGRAM_API_URL: str | None = None
     DEFAULT_LANGUAGE: str = "en"
+    # Webhook mode (unset WEBHOOK_URL: long polling)
+    WEBHOOK_URL: str | None = None
+    WEBHOOK_PATH: str = "/webhook"
+    WEBHOOK_HOST: str = "0.0.0.0"
+    WEBHOOK_PORT: int = Field(8080, gt=0, lt=65536)
+    WEBHOOK_SECRET: SecretStr | None = None
     LOG_LEVEL: str = "INFO"
 
     # Shared state
@@ -83,10 +89,25 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("OPENAI_API_KEY", "OPENAI_BASE_URL", "OLLAMA_MODEL_NAME", "OPENAI_MODEL_NAME",
-                     "REDIS_URL", "TELEGRAM_API_URL", "BOT_TOKEN", mode="before")
+                     "REDIS_URL", "TELEGRAM_API_URL", "BOT_TOKEN", "WEBHOOK_URL", "WEBHOOK_SECRET",
+                     mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("WEBHOOK_PATH")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("WEBHOOK_PATH must start with /")
+        return value
+
+    @field_validator("WEBHOOK_URL")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("WEBHOOK_URL must be an http(s) URL")
+        return value.rstrip("/") if value else value
 
     @model_validator(mode="after")
     def _check_providers(self) -> Settings:
