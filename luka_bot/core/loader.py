@@ -20,7 +20,6 @@ from luka_bot.services.llm_provider_fallback import create_llm_provider_fallback
 from plugins.llm_fallback import LLMProviderFallback, StateStore, build_store, set_bot_commands, setup_llm_fallback
 
 
-
 def N_(text: str) -> str:  # noqa: N802 - marks a msgid for extraction; translated where it is shown
     return text
 

@@ -7,8 +7,8 @@
 """
 
 from .engine import HealthEvent, LLMProviderFallback
-from .factory import ModelFactory
 from .errors import AllProvidersFailedError, Attempt, FailureKind, classify, redact
+from .factory import ModelFactory
 from .model import FailoverModel
 from .providers import ProviderSpec, ollama_api_url
 from .setup import set_bot_commands, setup_llm_fallback

@@ -30,7 +30,16 @@ from typing import Any, Literal
 
 from pydantic_ai.models import Model
 
-from .errors import AllProvidersFailedError, Attempt, FailureKind, Verdict, classify, describe, redact
+from .errors import (
+    AllProvidersFailedError,
+    Attempt,
+    FailureKind,
+    ProviderFailure,
+    Verdict,
+    classify,
+    describe,
+    redact,
+)
 from .providers import ProviderClient, ProviderSpec
 from .stores import Clock, StateStore
 
@@ -550,8 +559,6 @@ class LLMProviderFallback:
 
 def flatten_attempts(errors: Iterable[BaseException]) -> list[Attempt]:
     """Attempts carried by the failures of a fallback chain (nested groups included)."""
-    from .errors import ProviderFailure
-
     attempts: list[Attempt] = []
     for error in errors:
         if isinstance(error, ProviderFailure):

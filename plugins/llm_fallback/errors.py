@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from pydantic_ai.exceptions import (
     ContentFilterError,
@@ -29,7 +29,7 @@ from pydantic_ai.exceptions import (
 )
 
 
-class FailureKind(str, Enum):
+class FailureKind(StrEnum):
     """Why an attempt failed, as an operator reads it in logs and `/llm_status`."""
 
     CONNECTION = "connection"
