@@ -73,6 +73,15 @@ def clock() -> FakeClock:
 # --- errors as pydantic-ai's adapters raise them ------------------------------------------------
 
 
+async def wait_until(predicate: Callable[[], bool], *, rounds: int = 2000, interval: float = 0) -> None:
+    """Let other tasks run until `predicate()` holds (event-loop turns, each `interval` s long)."""
+    for _ in range(rounds):
+        if predicate():
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError("condition not reached")
+
+
 def _http_category(status: int) -> type | None:
     """The category pydantic-ai's adapters give an HTTP status (see ``_model_errors.http_status_category``)."""
     if status in (401, 403):

@@ -33,18 +33,9 @@ from plugins.llm_fallback import (
     MemoryStateStore,
     ProviderSpec,
 )
-from tests.conftest import OPENAI_KEY, Env, FakeProviders, http_error, provider_specs, refused
+from tests.conftest import OPENAI_KEY, Env, FakeProviders, http_error, provider_specs, refused, wait_until
 
 pytestmark = pytest.mark.timeout(20)
-
-
-async def wait_until(predicate: Callable[[], bool], *, rounds: int = 2000) -> None:
-    """Let other tasks run until `predicate()` holds (event-loop turns, not time)."""
-    for _ in range(rounds):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition not reached")
 
 
 def server_error(model: str = "m1") -> Callable[[], ModelHTTPError]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import pytest
 
 from plugins.llm_fallback import FailsafeStore, MemoryStateStore, RedisStateStore, StateStore
-from tests.conftest import FakeClock, http_error
+from tests.conftest import FakeClock, http_error, wait_until
 from tests.fakes.redis_server import RedisServer, redis_server_available
 
 pytestmark = pytest.mark.timeout(20)
@@ -407,11 +407,7 @@ async def test_engine_keeps_answering_when_redis_dies_mid_run(make_env, failsafe
     # Redis dies while a request is in flight on ollama.
     in_flight = env.fakes.hold_next("ollama")
     request = asyncio.create_task(env.ask())
-    for _ in range(2000):
-        if env.fakes.count("ollama") == 2:
-            break
-        await asyncio.sleep(0.001)
-    assert env.fakes.count("ollama") == 2
+    await wait_until(lambda: env.fakes.count("ollama") == 2, interval=0.001)
     own_redis.kill()
     in_flight.set()
     assert await request == "ollama/m1"
@@ -452,11 +448,7 @@ async def test_two_processes_share_health_through_redis(make_env, redis_url):
         first.clock.advance(300)
         gate = first.fakes.gate("ollama")
         probe = asyncio.create_task(first.ask())
-        for _ in range(1000):
-            if first.fakes.count("ollama") == 2:
-                break
-            await asyncio.sleep(0.001)
-        assert first.fakes.count("ollama") == 2
+        await wait_until(lambda: first.fakes.count("ollama") == 2, rounds=1000, interval=0.001)
         assert await second.ask() == "openai/g1"
         assert first.fakes.count("ollama") == 2
         gate.set()
