@@ -172,7 +172,6 @@ class Plan:
         self.snapshot = snapshot
         self.candidates = candidates
         self.failed_providers: list[str] = []
-        self.served_by: str | None = None
         self._settled: set[str] = set()
 
     @property
@@ -183,7 +182,6 @@ class Plan:
         return next(c for c in self.candidates if c.provider == provider)
 
     async def succeeded(self, provider: str, model: str) -> None:
-        self.served_by = provider
         self._settled.add(provider)
         await self.engine._record_success(self, provider, model)
 
