@@ -6,7 +6,8 @@
 - `setup_llm_fallback(dp, fallback, admin_ids=…)` (setup.py): middleware, admin commands, alerts.
 """
 
-from .engine import HealthEvent, LLMProviderFallback
+from .engine import LLMProviderFallback
+from .events import AttemptEvent, Event, FailoverEvent, HealthEvent, HedgeEvent
 from .errors import AllProvidersFailedError, Attempt, FailureKind, classify, redact
 from .factory import ModelFactory
 from .model import FailoverModel

@@ -13,7 +13,8 @@ from collections.abc import Collection
 
 from aiogram import Bot
 
-from .engine import HealthEvent, LLMProviderFallback
+from .engine import LLMProviderFallback
+from .events import Event, HealthEvent
 from .texts import duration, gettext_for
 
 logger = logging.getLogger(__name__)
@@ -28,8 +29,8 @@ class AdminAlerts:
         self.locale = locale
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def __call__(self, event: HealthEvent) -> None:
-        if self.admin_ids:
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, HealthEvent) and self.admin_ids:
             task = asyncio.get_running_loop().create_task(self._alert(event))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

@@ -24,7 +24,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,6 +40,7 @@ from .errors import (
     describe,
     redact,
 )
+from .events import HealthEvent, Listener
 from .providers import ProviderClient, ProviderSpec
 from .stores import Clock, StateStore
 
@@ -53,23 +54,6 @@ MIN_FORCE_SECONDS = 10
 MAX_FORCE_SECONDS = 24 * 3600
 
 AUTH_SETTING_HINT = {"openai": "OPENAI_API_KEY", "ollama": "OLLAMA_URL"}
-
-
-# --- events (admin alerts listen to these) -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HealthEvent:
-    """A change an operator cares about."""
-
-    kind: Literal["down", "recovered", "all_failed"]
-    provider: str | None = None
-    error: str | None = None
-    cooldown: float | None = None
-    attempts: tuple[Attempt, ...] = ()
-
-
-Listener = Callable[[HealthEvent], Awaitable[None] | None]
 
 
 # --- stored records ------------------------------------------------------------------------------
