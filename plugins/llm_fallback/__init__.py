@@ -8,7 +8,7 @@
 
 from .engine import LLMProviderFallback
 from .events import AttemptEvent, Event, FailoverEvent, HealthEvent, HedgeEvent
-from .errors import AllProvidersFailedError, Attempt, FailureKind, classify, redact
+from .errors import AllProvidersFailedError, Attempt, FailureKind, StreamCutError, classify, redact
 from .factory import ModelFactory
 from .model import FailoverModel
 from .providers import ProviderSpec, ollama_api_url
@@ -28,6 +28,7 @@ __all__ = [
     "ProviderSpec",
     "RedisStateStore",
     "StateStore",
+    "StreamCutError",
     "build_store",
     "classify",
     "ollama_api_url",

@@ -195,3 +195,18 @@ class ProviderFailure(Exception):
     def __init__(self, attempts: Sequence[Attempt]):
         self.attempts = list(attempts)
         super().__init__("; ".join(str(a) for a in self.attempts))
+
+
+class StreamCutError(RuntimeError):
+    """A streamed answer broke off after its first event (cut, or ended without a finish reason).
+
+    Half an answer was already handed out, so the model cannot fail over by itself: the provider
+    is recorded as failed (it cools down) and this is raised. A caller that has shown nothing
+    final yet (a draft) may restart the whole request: the next plan skips the failed provider.
+    """
+
+    def __init__(self, provider: str, model: str, error: str):
+        self.provider = provider
+        self.model = model
+        self.error = error
+        super().__init__(f"stream from {provider}/{model} broke off: {error}")

@@ -29,7 +29,7 @@ from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 
 from .engine import LLMProviderFallback, Plan, flatten_attempts
-from .errors import Attempt, FailureKind, ProviderFailure
+from .errors import Attempt, FailureKind, ProviderFailure, StreamCutError
 
 
 class ModelMissing(ProviderFailure):
@@ -98,7 +98,9 @@ class _Attempt(WrapperModel):
             if not handed_over:
                 raise await self._failure(error) from error
             # Cut after the first event: half an answer is out, so raise; the provider cools down.
-            await self.plan.failed(self.provider_name, self.provider_model, error, streamed=True)
+            verdict = await self.plan.failed(self.provider_name, self.provider_model, error, streamed=True)
+            if verdict.cool_down:
+                raise StreamCutError(self.provider_name, self.provider_model, self.plan.engine.describe(error)) from None
             raise
 
     async def _failure(self, error: Exception) -> Exception:
