@@ -11,7 +11,7 @@ spawn) so the fakes and the load never share an event loop:
 - ``fallbackmodel``     pydantic-ai ``FallbackModel(primary, fallback)``, SDK retries off;
 - ``litellm``           LiteLLM ``Router`` with ``fallbacks``, ``allowed_fails=0`` (cool down at the
                         first failure, as this project does), ``cooldown_time=--cooldown``, ``num_retries=0``;
-- ``luka-memory``       this project: ``FailoverModel`` over ``LLMProviderFallback`` + ``MemoryStateStore``;
+- ``luka-memory``       this project: ``LLMFallbackModel`` over ``LLMProviderFallback`` + ``MemoryStateStore``;
 - ``luka-redis-2proc``  this project with ``FailsafeStore(RedisStateStore)`` on a local redis-server,
                         the load split over 2 processes (each its own engine) sharing it.
 
@@ -214,7 +214,7 @@ async def _build(strategy: str, cfg: dict[str, Any], attempts: list[float]) -> t
     from pydantic import SecretStr
 
     from plugins.llm_fallback import (
-        FailoverModel,
+        LLMFallbackModel,
         FailsafeStore,
         LLMProviderFallback,
         MemoryStateStore,
@@ -231,7 +231,7 @@ async def _build(strategy: str, cfg: dict[str, Any], attempts: list[float]) -> t
         store, failure_cooldown=cfg["cooldown"], preferred_ttl=1800,
     )
     engine.clients["ollama"].client._client.event_hooks["request"].append(hook)
-    model = FailoverModel(engine)
+    model = LLMFallbackModel(engine)
 
     async def ask() -> str:
         return text_of(await model_request(model, messages))

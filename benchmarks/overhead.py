@@ -6,8 +6,8 @@ Three arms are called side by side, interleaved call by call in rotating order s
 (CPU frequency, noisy neighbours, GC) hits them alike:
 
 - ``direct``: the engine's own ``OpenAIChatModel`` for the primary (``engine.models["ollama"]["m1"]``),
-- ``memory``: ``FailoverModel`` over an engine with ``MemoryStateStore``,
-- ``redis``:  ``FailoverModel`` over an engine with ``FailsafeStore(RedisStateStore)`` on a local
+- ``memory``: ``LLMFallbackModel`` over an engine with ``MemoryStateStore``,
+- ``redis``:  ``LLMFallbackModel`` over an engine with ``FailsafeStore(RedisStateStore)`` on a local
   ``redis-server`` (the engine is given the very same model objects, so all three arms share one
   HTTP client and connection pool: only the failover layer differs).
 
@@ -55,7 +55,7 @@ from pydantic_ai import ModelRequest
 from pydantic_ai.direct import model_request
 
 from plugins.llm_fallback import (
-    FailoverModel,
+    LLMFallbackModel,
     FailsafeStore,
     LLMProviderFallback,
     MemoryStateStore,
@@ -103,8 +103,8 @@ async def _model_worker(primary_url: str, fallback_url: str, redis_url: str, pre
                                        failure_cooldown=30, preferred_ttl=1800, models=memory_engine.models)
     models = {
         "direct": memory_engine.models["ollama"]["m1"],
-        "memory": FailoverModel(memory_engine),
-        "redis": FailoverModel(redis_engine),
+        "memory": LLMFallbackModel(memory_engine),
+        "redis": LLMFallbackModel(redis_engine),
     }
     messages = [ModelRequest.user_text_prompt("hi")]
     samples: dict[str, list[float]] = {arm: [] for arm in ARMS}
@@ -280,7 +280,7 @@ async def measure_middleware(updates: int, warmup: int = 200) -> dict[str, Any]:
 
 
 def print_tables(model_runs: list[dict[str, Any]], middleware: dict[str, Any]) -> None:
-    print("\n### FailoverModel vs the same OpenAIChatModel called directly (healthy primary)\n")
+    print("\n### LLMFallbackModel vs the same OpenAIChatModel called directly (healthy primary)\n")
     print("| fake latency | client processes × callers each | calls/arm | direct median / p99 ms "
           "| memory median / p99 ms | redis median / p99 ms | overhead memory: ms (ratio) "
           "| overhead redis: ms (ratio) |")

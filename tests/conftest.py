@@ -39,7 +39,7 @@ from pydantic_ai.exceptions import (
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from plugins.llm_fallback import FailoverModel, LLMProviderFallback, MemoryStateStore, ProviderSpec, StateStore
+from plugins.llm_fallback import LLMFallbackModel, LLMProviderFallback, MemoryStateStore, ProviderSpec, StateStore
 from tests.fakes.redis_server import redis_server, redis_url  # noqa: F401
 
 OPENAI_KEY = "sk-test-SECRET-abcdef123456"
@@ -272,7 +272,7 @@ def make_env(clock: FakeClock) -> Callable[..., Env]:
         engine = LLMProviderFallback(provider_specs(openai_key), store, failure_cooldown=failure_cooldown,
                                      preferred_ttl=preferred_ttl, clock=clock, models=fakes.models(),
                                      **engine_kwargs)
-        agent: Agent[None, str] = Agent(FailoverModel(engine))
+        agent: Agent[None, str] = Agent(LLMFallbackModel(engine))
         return Env(engine, clock, fakes, store, agent)
 
     return build

@@ -2,7 +2,7 @@
 
 Two fake OpenAI-compatible servers on 127.0.0.1 (`tests/fakes/fake_llm.py`): the primary is
 provider "ollama", the fallback provider "openai". Real `AsyncOpenAI` clients, real sockets,
-real pydantic-ai agents on `FailoverModel`. Each test asserts what the user gets (the answer
+real pydantic-ai agents on `LLMFallbackModel`. Each test asserts what the user gets (the answer
 text names the server that answered) and what the engine remembers (`get_provider_stats()`).
 
 Time never really passes: the engine runs on a fake clock. The only real waits are the
@@ -27,7 +27,7 @@ from pydantic_ai.settings import ModelSettings
 from plugins.llm_fallback import (
     AllProvidersFailedError,
     StreamCutError,
-    FailoverModel,
+    LLMFallbackModel,
     LLMProviderFallback,
     MemoryStateStore,
     ModelFactory,
@@ -102,7 +102,7 @@ def make(servers: tuple[FakeLLM, FakeLLM], fake_clock: Clock, engines: list[LLMP
     def build(**kwargs: Any) -> tuple[LLMProviderFallback, Agent[None, str]]:
         engine = build_engine(*servers, fake_clock, **kwargs)
         engines.append(engine)
-        return engine, Agent(FailoverModel(engine))
+        return engine, Agent(LLMFallbackModel(engine))
 
     return build
 
@@ -551,7 +551,7 @@ async def test_no_sdk_retries_one_request_per_failing_call(make, servers, fake_c
     for n in range(1, 4):
         assert await ask(agent) == "answer from openai"
         assert primary.count() == n  # exactly one request per call, no SDK retry
-        fake_clock.advance(301)  # past the cooldown: the next call probes the primary again
+        fake_clock.advance(3601)  # past the (growing) cooldown: the next call probes the primary again
     assert fallback.count() == 3
 
 

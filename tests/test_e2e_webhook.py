@@ -28,7 +28,7 @@ async def _post(url: str, update: dict, secret: str | None) -> int:
 
 
 async def _wait_listening(url: str, process: asyncio.subprocess.Process, log: Path) -> None:
-    for _ in range(300):
+    for _ in range(1200):  # up to 60 s: start-up imports are slow on a loaded 2-core machine
         if process.returncode is not None:
             raise AssertionError("the bot exited:\n" + log.read_text(errors="replace")[-3000:])
         try:

@@ -27,8 +27,9 @@ from pydantic_ai.exceptions import (
 
 from plugins.llm_fallback import (
     AllProvidersFailedError,
-    FailoverModel,
+    LLMFallbackModel,
     FailureKind,
+    HealthEvent,
     LLMProviderFallback,
     MemoryStateStore,
     ProviderSpec,
@@ -192,7 +193,9 @@ async def test_failed_probe_cools_down_again_and_fallback_answers(make_env):
     assert env.fakes.count("ollama") == 2
     health = await env.health("ollama")
     assert health["state"] == "cooling"
-    assert 299 <= health["cooldown_seconds_left"] <= 300
+    # A failed probe grows the cooldown (×2), as Envoy multiplies ejection time by the ejection count.
+    assert 599 <= health["cooldown_seconds_left"] <= 600
+    assert health["cooldown_multiplier"] == 2
     assert health["failures"] == 2
     assert health["last_error_kind"] == FailureKind.CONNECTION.value
     assert (await env.stats())["preferred_provider"] == "openai"
@@ -236,8 +239,8 @@ async def test_probe_lease_is_free_again_after_the_probe_fails(make_env):
     await fail_primary_once(env)
     env.clock.advance(300)
     env.fakes.fail("ollama", server_error())
-    assert await env.ask() == "openai/g1"  # the probe failed
-    env.clock.advance(300)
+    assert await env.ask() == "openai/g1"  # the probe failed (the cooldown doubles)
+    env.clock.advance(600)
     env.fakes.ok("ollama")
     assert await env.ask() == "ollama/m1"  # a new probe, not blocked by the old lease
 
@@ -249,7 +252,7 @@ async def test_a_missing_model_during_a_probe_keeps_the_probe_single(clock):
     specs = [*provider_specs(), ProviderSpec("backup", "openai", "http://127.0.0.1:9/v1", ("b1",))]
     models = {**fakes.models(), "backup": {"b1": fakes.model("backup", "b1")}}
     engine = LLMProviderFallback(specs, MemoryStateStore(clock), clock=clock, models=models)
-    agent = Agent(FailoverModel(engine))
+    agent = Agent(LLMFallbackModel(engine))
 
     await engine.report_provider_failure("openai", Exception("Connection timeout"))
     clock.advance(300)  # openai half-open
@@ -273,7 +276,7 @@ async def test_a_missing_model_during_a_probe_keeps_the_probe_single(clock):
 async def test_health_events_for_operators(make_env):
     env = make_env()
     events = []
-    env.engine.add_listener(events.append)
+    env.engine.add_listener(lambda e: events.append(e) if isinstance(e, HealthEvent) else None)
 
     await fail_primary_once(env)
     for _ in range(5):
@@ -928,5 +931,5 @@ async def test_a_stale_snapshot_does_not_probe_after_a_failed_probe(make_env, cl
     stale = await env.engine.snapshot()  # X's read: half-open
     assert await env.ask() == "openai/g1"  # the probe fails: a new cooldown, lease released
     assert (await env.health("ollama"))["state"] == "cooling"
-    assert await env.engine._take_probe("ollama", stale) is None
+    assert await env.engine._take_probe(stale, "ollama") is None
     assert env.fakes.count("ollama") == 2

@@ -45,10 +45,10 @@ async def _serve_async(conn: Any) -> None:
     from pydantic_ai import ModelRequest
     from pydantic_ai.direct import model_request
 
-    from plugins.llm_fallback import FailoverModel, FailsafeStore, LLMProviderFallback, ProviderSpec, RedisStateStore
+    from plugins.llm_fallback import LLMFallbackModel, FailsafeStore, LLMProviderFallback, ProviderSpec, RedisStateStore
 
     engine: LLMProviderFallback | None = None
-    model: FailoverModel | None = None
+    model: LLMFallbackModel | None = None
 
     async def configure(cfg: dict[str, Any]) -> int:
         """A fresh engine, built as the bot builds it, on the given Redis and providers."""
@@ -66,7 +66,7 @@ async def _serve_async(conn: Any) -> None:
             failure_cooldown=COOLDOWN,
             preferred_ttl=1800,
         )
-        model = FailoverModel(engine)
+        model = LLMFallbackModel(engine)
         return os.getpid()
 
     async def ask() -> str:

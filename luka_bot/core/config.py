@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-from plugins.llm_fallback.providers import OPENAI_DEFAULT_URL, ProviderSpec, ollama_api_url
+from plugins.llm_fallback import OPENAI_DEFAULT_URL, ProviderSpec, ollama_api_url
 
 # Provider order: 1st key = primary, 2nd = fallback (dicts keep insertion order).
 AVAILABLE_PROVIDERS: dict[str, list[str]] = {

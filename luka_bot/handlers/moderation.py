@@ -12,7 +12,7 @@ from aiogram.utils.i18n import gettext as _
 
 from luka_bot.services.llm_model_factory import LLMModelFactory
 from luka_bot.services.moderation_service import evaluate_message_moderation
-from plugins.llm_fallback.stores import StateStore
+from plugins.llm_fallback import StateStore
 
 logger = logging.getLogger(__name__)
 

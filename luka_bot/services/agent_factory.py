@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from pydantic_ai import Agent
 
-from plugins.llm_fallback.factory import ModelFactory
+from plugins.llm_fallback import ModelFactory
 
 SYSTEM_PROMPT = (
     "You are Luka, a helpful assistant in a Telegram chat. Answer concisely in the user's language. "

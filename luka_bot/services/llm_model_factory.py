@@ -15,8 +15,7 @@ from typing import Any
 
 from pydantic_ai.settings import ModelSettings
 
-from plugins.llm_fallback import FailoverModel
-from plugins.llm_fallback.factory import ModelFactory
+from plugins.llm_fallback import LLMFallbackModel, ModelFactory
 
 from .llm_provider_fallback import ProviderType, get_llm_provider_fallback
 
@@ -40,13 +39,13 @@ _NAME_PROMPTS = {
 class LLMModelFactory(ModelFactory):
     """The bot's model presets on top of the plugin's factory."""
 
-    def moderation(self, context: str | None = None) -> FailoverModel:
+    def moderation(self, context: str | None = None) -> LLMFallbackModel:
         """Low temperature, short verdicts (temperature 0.1, max_tokens 500, timeout 30 s)."""
         return self.create(context=context or "moderation", model_settings=MODERATION_SETTINGS)
 
     def name_generator(
         self, language: str = "en", max_length: int = 20, context: str | None = None
-    ) -> tuple[FailoverModel, str]:
+    ) -> tuple[LLMFallbackModel, str]:
         """A model and its system prompt for naming a thread, in `language` (en or ru)."""
         if max_length < 5:
             raise ValueError("max_length must be at least 5")
@@ -63,18 +62,18 @@ async def create_llm_model_with_fallback(
     context: str | None = None,
     model_settings: ModelSettings | None = None,
     force_provider: ProviderType | None = None,
-) -> FailoverModel:
+) -> LLMFallbackModel:
     """A model that fails over between providers; `force_provider` pins one (no fallback)."""
     return _factory().create(context=context, model_settings=model_settings, force_provider=force_provider)
 
 
-async def create_moderation_model(context: str | None = None) -> FailoverModel:
+async def create_moderation_model(context: str | None = None) -> LLMFallbackModel:
     return _factory().moderation(context)
 
 
 async def create_name_generator_model(
     language: str = "en", max_length: int = 20, context: str | None = None
-) -> tuple[FailoverModel, str]:
+) -> tuple[LLMFallbackModel, str]:
     return _factory().name_generator(language, max_length, context)
 
 

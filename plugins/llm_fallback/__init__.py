@@ -1,34 +1,47 @@
-"""LLM provider failover for aiogram bots, on pydantic-ai.
+"""LLM provider fallback for aiogram bots, on pydantic-ai.
 
-- `LLMProviderFallback` (engine.py): order, health, force/clear, status — shared via a store;
-- `FailoverModel` (model.py): the pydantic-ai model that fails over per request;
+- `LLMProviderFallback` (engine.py): providers, shared health, force/clear, status;
+  which provider next: routing.py; what is stored under which key: state.py;
+- `LLMFallbackModel` (model.py): the pydantic-ai model that falls back per request, one
+  `ProviderAttempt` (attempt.py) per provider/model tried;
 - stores (stores.py): Redis (shared) and memory;
 - `setup_llm_fallback(dp, fallback, admin_ids=…)` (setup.py): middleware, admin commands, alerts.
 """
 
+from .attempt import answered_by
 from .engine import LLMProviderFallback
+from .errors import AllProvidersFailedError, FailedAttempt, FailureKind, StreamCutError, classify, redact
 from .events import AttemptEvent, Event, FailoverEvent, HealthEvent, HedgeEvent
-from .errors import AllProvidersFailedError, Attempt, FailureKind, StreamCutError, classify, redact
 from .factory import ModelFactory
-from .model import FailoverModel
-from .providers import ProviderSpec, ollama_api_url
+from .hedging import HedgePolicy
+from .loop_lag import LoopLagMonitor
+from .model import LLMFallbackModel
+from .providers import OPENAI_DEFAULT_URL, ProviderSpec, ollama_api_url
 from .setup import set_bot_commands, setup_llm_fallback
 from .stores import FailsafeStore, MemoryStateStore, RedisStateStore, StateStore, build_store
 
 __all__ = [
+    "OPENAI_DEFAULT_URL",
     "AllProvidersFailedError",
-    "Attempt",
-    "FailoverModel",
+    "AttemptEvent",
+    "Event",
+    "FailedAttempt",
+    "FailoverEvent",
     "FailsafeStore",
     "FailureKind",
     "HealthEvent",
+    "HedgeEvent",
+    "HedgePolicy",
+    "LLMFallbackModel",
     "LLMProviderFallback",
+    "LoopLagMonitor",
     "MemoryStateStore",
     "ModelFactory",
     "ProviderSpec",
     "RedisStateStore",
     "StateStore",
     "StreamCutError",
+    "answered_by",
     "build_store",
     "classify",
     "ollama_api_url",

@@ -1,191 +1,210 @@
-"""The failover state machine: which providers to try, in what order, and what to remember.
+"""`LLMProviderFallback`: the providers, their shared health, and the seed's management API.
 
-`LLMProviderFallback` owns the provider definitions and the shared health state (a
-`StateStore`). Per LLM request it reads the state once (one Redis `MGET`) and returns a
-`Plan`: the attempt order
+Per LLM request the model asks for a `Plan` (`plan()`): one read of the shared state (one
+Redis `MGET`) and the attempt order from `routing.py`. The plan hands out attempts one at a
+time, taking a probe lease only for the half-open provider it is about to try, and every
+attempt reports its real end back exactly once (`Plan.succeeded` / `Plan.failed`). What is
+stored under which key is `state.py`; what an error means is `errors.py`.
 
-1. a forced provider (`force_provider`) first, whatever its health;
-2. then providers in priority order, skipping those in cooldown;
-3. a provider whose cooldown has expired is half-open: one request across all processes
-   (a `SET NX PX` lease) probes it, the others skip it meanwhile;
-4. everything skipped goes last (last resort): never stop for want of trying.
-
-Attempts report back through the plan (`succeeded` / `failed`). Health is learned only from
-real calls; `check_providers()` is an explicit probe for admins.
-
-Times in stored values come from the injected clock, so the state machine is tested without
-sleeping; store TTLs only garbage-collect.
+Cooldowns grow on consecutive failed probes (`ejections × LLM_FAILURE_COOLDOWN`, capped at
+`max_cooldown`) as Envoy's outlier detection does, and reset on a real success. A timeout that
+this process's event-loop lag explains (`loop_lag.py`) fails that request over but blames
+nobody. Times in stored values come from the injected clock: tests never sleep.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections import deque
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic_ai.models import Model
 
 from .errors import (
     AllProvidersFailedError,
-    Attempt,
+    FailedAttempt,
     FailureKind,
-    ProviderFailure,
     Verdict,
     classify,
     describe,
     redact,
 )
-from .events import HealthEvent, Listener
+from .checks import check_provider
+from .events import AttemptEvent, Event, FailoverEvent, HealthEvent, HedgeEvent, Listener
+from .hedging import HedgePolicy
+from .loop_lag import LoopLagMonitor
 from .providers import ProviderClient, ProviderSpec
+from .routing import Candidate, ModelStep, attempt_order, last_resort
+from .state import (
+    FAILURE_MEMORY,
+    FORCED,
+    PREFERRED,
+    Choice,
+    FailureRecord,
+    Snapshot,
+    StateKeys,
+    cooldown_key,
+    last_error_key,
+    probe_key,
+)
+from .status import provider_stats
 from .stores import Clock, StateStore
 
 logger = logging.getLogger("llm_fallback")
 
-FAILURE_MEMORY = 24 * 3600.0
-"""How long a failure is remembered after its cooldown (half-open until a success)."""
 MAX_RETRY_AFTER = 3600.0
 """Upper bound for a provider's `Retry-After`."""
 MIN_FORCE_SECONDS = 10
 MAX_FORCE_SECONDS = 24 * 3600
+STRIKES_TO_COOL = 3
+"""Bad replies (empty, or output the agent could not use) within one cooldown window that cool a provider."""
+HEDGE_WINDOW = 3600.0
 
 AUTH_SETTING_HINT = {"openai": "OPENAI_API_KEY", "ollama": "OLLAMA_URL"}
 
 
-# --- stored records ------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
-class FailureRecord:
-    """A provider's (or one model's) last failure; its cooldown ends at `until`."""
+class Step:
+    """One provider/model to try now, and the model's probe lease if it is a model probe."""
 
-    until: float
-    at: float
-    kind: str
-    error: str
-    count: int
-    raw: str = field(default="", compare=False, repr=False)
+    candidate: Candidate
+    model: ModelStep
+    lease: tuple[str, str] | None = None
+    """(key, token) of the model-level probe lease this attempt holds (a 404 cooldown that is over)."""
 
-    @classmethod
-    def parse(cls, raw: str | None) -> FailureRecord | None:
-        if raw is None:
-            return None
-        try:
-            data = json.loads(raw)
-            return cls(float(data["until"]), float(data["at"]), str(data["kind"]), str(data["error"]),
-                       int(data["count"]), raw)
-        except (ValueError, KeyError, TypeError):
-            return None
-
-    def dump(self) -> str:
-        return json.dumps({"until": self.until, "at": self.at, "kind": self.kind, "error": self.error,
-                           "count": self.count})
-
-
-@dataclass(frozen=True)
-class Lease:
-    """A provider chosen until `until` (the preferred or the forced one)."""
-
-    provider: str
-    until: float
-
-    @classmethod
-    def parse(cls, raw: str | None, now: float) -> Lease | None:
-        if raw is None:
-            return None
-        try:
-            data = json.loads(raw)
-            lease = cls(str(data["provider"]), float(data["until"]))
-        except (ValueError, KeyError, TypeError):
-            return None
-        return lease if lease.until > now else None
-
-    def dump(self) -> str:
-        return json.dumps({"provider": self.provider, "until": self.until})
-
-
-def _cooldown_key(provider: str, model: str | None = None) -> str:
-    return f"cooldown:{provider}" if model is None else f"cooldown:{provider}/{model}"
-
-
-# --- the plan for one request ---------------------------------------------------------------------
-
-
-@dataclass
-class Candidate:
-    """One provider to try for this request, with the models to try in order."""
-
-    provider: str
-    models: list[str]
-    reason: Literal["forced", "pinned", "healthy", "probe", "last_resort"]
-    probe_token: str | None = None
-
-
-@dataclass
-class Snapshot:
-    """The shared state as read at the start of a request."""
-
-    now: float
-    forced: Lease | None
-    preferred: Lease | None
-    failures: dict[str, FailureRecord | None]
-    model_failures: dict[tuple[str, str], FailureRecord | None]
-
-    def cooling(self, provider: str) -> bool:
-        record = self.failures.get(provider)
-        return record is not None and record.until > self.now
-
-    def half_open(self, provider: str) -> bool:
-        record = self.failures.get(provider)
-        return record is not None and record.until <= self.now
-
-    def model_cooling(self, provider: str, model: str) -> bool:
-        record = self.model_failures.get((provider, model))
-        return record is not None and record.until > self.now
+    @property
+    def provider(self) -> str:
+        return self.candidate.provider
 
 
 class Plan:
-    """The attempt order for one request, and the way its attempts report back."""
+    """The attempt order for one request; hands out steps and takes their outcomes (once each)."""
 
     def __init__(self, engine: LLMProviderFallback, snapshot: Snapshot, candidates: list[Candidate]):
         self.engine = engine
         self.snapshot = snapshot
         self.candidates = candidates
-        self.failed_providers: list[str] = []
-        self._settled: set[str] = set()
+        self.failures: list[FailedAttempt] = []
+        self._queue: deque[Candidate] = deque(candidates)
+        self._models: deque[ModelStep] = deque()
+        self._current: Candidate | None = None
+        self._deferred: list[Candidate] = []
+        self._failed_providers: list[str] = []
+        self._demoted: set[str] = set()
+        self._provider_leases: dict[str, tuple[str, str]] = {}
 
     @property
     def order(self) -> list[str]:
         return [c.provider for c in self.candidates]
 
-    def candidate(self, provider: str) -> Candidate:
+    def demote(self, provider: str) -> None:
+        """Try `provider` only after every other (its last answer was unusable)."""
+        if any(c.provider == provider for c in self._queue) and len(self._queue) > 1:
+            self._demoted.add(provider)
+            kept = [c for c in self._queue if c.provider != provider]
+            self._queue = deque(kept + [last_resort(provider, [m.name for m in self._find(provider).models])])
+
+    def _find(self, provider: str) -> Candidate:
         return next(c for c in self.candidates if c.provider == provider)
 
-    async def succeeded(self, provider: str, model: str) -> None:
-        self._settled.add(provider)
-        await self.engine._record_success(self, provider, model)
+    def peek_next_candidate(self) -> Candidate | None:
+        """The next other provider a step would come from, without taking anything (for hedging)."""
+        if self._queue:
+            return self._queue[0]
+        return self._deferred[0] if self._deferred else None
 
-    async def failed(self, provider: str, model: str, error: BaseException, *, streamed: bool = False) -> Verdict:
-        verdict = classify(error, streamed_first_event=streamed)
-        if verdict.cool_down:
-            if verdict.kind is not FailureKind.MODEL_MISSING:
-                self.failed_providers.append(provider)
-                self._settled.add(provider)
-            await self.engine._record_failure(self, provider, model, verdict, self.engine.describe(error))
+    def skip_current_provider(self) -> None:
+        """The next step comes from the next provider (a hedge goes to another provider).
+
+        The skipped provider's probe lease stays with its attempt still running."""
+        self._models.clear()
+        self._current = None
+
+    async def next_step(self) -> Step | None:
+        """The next provider/model to try, taking a probe lease if it needs one; None when exhausted."""
+        while True:
+            if self._current is not None and self._models:
+                model = self._models.popleft()
+                if not model.probe or self._current.reason in ("last_resort", "pinned", "forced"):
+                    return Step(self._current, model)
+                lease = await self.engine._take_probe(self.snapshot, self._current.provider, model.name)
+                if lease is not None:
+                    return Step(self._current, model, lease)
+                continue  # another request probes this model; try the provider's next one
+            if self._current is not None:
+                await self.release_provider(self._current.provider)  # its models are exhausted
+            self._current = None
+            if not self._queue:
+                if not self._deferred:
+                    return None
+                self._queue.extend(self._deferred)
+                self._deferred = []
+            candidate = self._queue.popleft()
+            if candidate.provider in self._failed_providers:
+                continue
+            if candidate.probe:
+                lease = await self.engine._take_probe(self.snapshot, candidate.provider)
+                if lease is None:
+                    # Another request probes it: try it last, as a last resort.
+                    self._deferred.append(last_resort(candidate.provider, [m.name for m in candidate.models]))
+                    continue
+                self._provider_leases[candidate.provider] = lease
+            self._current = candidate
+            self._models = deque(candidate.models)
+
+    async def release_provider(self, provider: str) -> None:
+        """Give back the provider's probe lease, if this request holds it."""
+        lease = self._provider_leases.pop(provider, None)
+        if lease is not None:
+            await self.engine.store.delete_if_equal(*lease)
+
+    async def close(self) -> None:
+        """The request is over: give back every lease it still holds."""
+        for provider in list(self._provider_leases):
+            await self.release_provider(provider)
+
+    async def succeeded(self, step: Step, *, seconds: float, first_event: float | None, streamed: bool) -> None:
+        await self.engine._record_success(self, step)
+        self.engine._emit_now(AttemptEvent(step.provider, step.model.name, "ok", seconds, first_event, streamed))
+        if self._failed_providers and step.provider != self._failed_providers[0]:
+            logger.warning("⚠️ Primary provider failed, using fallback: %s", step.provider)
+            self.engine._emit_now(FailoverEvent(self._failed_providers[0], step.provider))
+
+    async def failed(self, step: Step, error: BaseException, *, seconds: float, first_event: float | None = None,
+                     streamed: bool = False, lag_excused: bool = False) -> Verdict:
+        """Classify and record one attempt's failure; returns what the request does next."""
+        verdict = classify(error, streamed_first_event=first_event is not None and streamed)
+        description = self.engine.describe(error)
+        blamed = verdict.cool_down and not lag_excused
+        if lag_excused and verdict.cool_down:
+            logger.warning("⏱️ %s/%s timed out while this process's event loop lagged: failing over, no cooldown",
+                           step.provider, step.model.name)
+        if verdict.kind is FailureKind.EMPTY:
+            blamed = await self.engine._strike(self, step, verdict, description)
+        elif blamed:
+            await self.engine._record_failure(self, step, verdict, description)
+        else:
+            await self.engine._release(self, step, provider_too=verdict.kind is not FailureKind.MODEL_MISSING)
+        if verdict.fail_over or verdict.kind is FailureKind.STREAM_CUT:
+            self.failures.append(FailedAttempt(step.provider, step.model.name, verdict.kind, description))
+            if verdict.kind is not FailureKind.MODEL_MISSING and step.provider not in self._failed_providers:
+                self._failed_providers.append(step.provider)
+                self._models.clear()
+        self.engine._emit_now(AttemptEvent(step.provider, step.model.name, verdict.kind.value, seconds, first_event,
+                                           streamed, blamed))
         return verdict
 
-    async def release(self) -> None:
-        """Give back probe leases this request took but did not settle (skipped or cancelled)."""
-        for candidate in self.candidates:
-            if candidate.probe_token and candidate.provider not in self._settled:
-                await self.engine._release_probe(candidate.provider, candidate.probe_token)
-
-
-# --- the engine --------------------------------------------------------------------------------------
+    async def abandoned(self, step: Step, *, outcome: str, seconds: float, first_event: float | None = None,
+                        streamed: bool = False) -> None:
+        """The attempt ended without a verdict (the caller went away, or a hedged twin won)."""
+        await self.engine._release(self, step, provider_too=True)
+        self.engine._emit_now(AttemptEvent(step.provider, step.model.name, outcome, seconds, first_event, streamed))
 
 
 class LLMProviderFallback:
@@ -198,32 +217,42 @@ class LLMProviderFallback:
         *,
         failure_cooldown: float = 300.0,
         preferred_ttl: float = 1800.0,
+        max_cooldown: float | None = None,
         clock: Clock = time.time,
         models: Mapping[str, Mapping[str, Model]] | None = None,
+        max_concurrent_requests: int | None = None,
+        hedge_delay: float | str | None = None,
+        loop_lag: LoopLagMonitor | None = None,
     ):
         if not providers:
             raise ValueError("at least one provider is required")
         if failure_cooldown <= 0 or preferred_ttl <= 0:
             raise ValueError("failure_cooldown and preferred_ttl must be positive")
+        if max_concurrent_requests is not None and max_concurrent_requests < 1:
+            raise ValueError("max_concurrent_requests must be at least 1")
         self.specs: dict[str, ProviderSpec] = {spec.name: spec for spec in providers}
         self.store = store
         self.failure_cooldown = float(failure_cooldown)
+        self.max_cooldown = float(max_cooldown if max_cooldown is not None else max(failure_cooldown, 3600.0))
         self.preferred_ttl = float(preferred_ttl)
         self.clock = clock
         self.listeners: list[Listener] = []
+        self.loop_lag = loop_lag or LoopLagMonitor()
         self._secrets = tuple(s for spec in providers for s in spec.secrets)
         self.clients: dict[str, ProviderClient] = {}
         if models is None:
             self.clients = {spec.name: ProviderClient(spec) for spec in providers if spec.configured}
             models = {name: client.models for name, client in self.clients.items()}
         self.models: dict[str, Mapping[str, Model]] = dict(models)
-        self._state_keys = ["forced", "preferred"] + [
-            key for spec in providers for key in [_cooldown_key(spec.name)] + [
-                _cooldown_key(spec.name, m) for m in spec.models]
-        ]
-        order = " → ".join(self.order)
+        self._keys = StateKeys({name: spec.models for name, spec in self.specs.items()})
+        self._strikes: dict[str, deque[float]] = {}
+        self._hedges: dict[str, deque[float]] = {}
+        self._admission = asyncio.Semaphore(max_concurrent_requests) if max_concurrent_requests else None
+        self.max_concurrent_requests = max_concurrent_requests
+        self.hedge = HedgePolicy.from_setting(hedge_delay)
+        self._background: set[asyncio.Task[None]] = set()
         logger.info("✅ LLMProviderFallback initialized")
-        logger.info("🔧 Provider order: %s", order)
+        logger.info("🔧 Provider order: %s", " → ".join(self.order))
         logger.info("🔧 Primary: %s, Fallback: %s", self.primary, ", ".join(self.order[1:]) or "none")
 
     # -- basic facts
@@ -254,106 +283,88 @@ class LLMProviderFallback:
             raise ValueError(f"unknown provider {provider!r}; known: {', '.join(self.order)}")
         return spec
 
+    def admission(self) -> AbstractAsyncContextManager[Any]:
+        """Bounds LLM requests in flight (`max_concurrent_requests`); waiting here costs no provider time."""
+        return self._admission if self._admission is not None else nullcontext()
+
     # -- reading the state
 
     async def snapshot(self) -> Snapshot:
-        values = await self.store.get_many(self._state_keys)
-        now = self.clock()
-        by_key = dict(zip(self._state_keys, values, strict=True))
-        return Snapshot(
-            now=now,
-            forced=Lease.parse(by_key["forced"], now),
-            preferred=Lease.parse(by_key["preferred"], now),
-            failures={p: FailureRecord.parse(by_key[_cooldown_key(p)]) for p in self.specs},
-            model_failures={
-                (p, m): FailureRecord.parse(by_key[_cooldown_key(p, m)])
-                for p, spec in self.specs.items() for m in spec.models
-            },
-        )
+        return await self._keys.read(self.store, self.clock())
 
-    async def plan(self, *, pin: str | None = None) -> Plan:
-        """The attempt order for one request (takes a probe lease for a half-open provider)."""
+    async def plan(self, *, pinned: str | None = None) -> Plan:
+        """The attempt order for one request (no lease is taken until a step needs one)."""
         snapshot = await self.snapshot()
-        if pin is not None:
-            spec = self._spec(pin)
-            candidates = [Candidate(pin, list(spec.models), "pinned")] if spec.configured else []
-            return Plan(self, snapshot, candidates)
-        candidates: list[Candidate] = []
-        tail: list[Candidate] = []
-        forced = snapshot.forced.provider if snapshot.forced and snapshot.forced.provider in self.configured else None
-        if forced:
-            candidates.append(Candidate(forced, list(self.specs[forced].models), "forced"))
-        for provider in self.configured:
-            if provider == forced:
-                continue
-            all_models = list(self.specs[provider].models)
-            models = [m for m in all_models if not snapshot.model_cooling(provider, m)]
-            if models and not snapshot.failures.get(provider):
-                candidates.append(Candidate(provider, models, "healthy"))
-            elif models and snapshot.half_open(provider) and (token := await self._take_probe(provider, snapshot)):
-                candidates.append(Candidate(provider, models, "probe", probe_token=token))
-            else:
-                tail.append(Candidate(provider, all_models, "last_resort"))
-        plan = Plan(self, snapshot, candidates + tail)
-        self._log_choice(plan, has_healthy=bool(candidates))
+        if pinned is not None:
+            spec = self._spec(pinned)
+            providers = {pinned: spec.models} if spec.configured else {}
+        else:
+            providers = {p: self.specs[p].models for p in self.configured}
+        candidates = attempt_order(snapshot, providers, pinned=pinned if providers else None) if providers else []
+        plan = Plan(self, snapshot, candidates)
+        self._log_choice(plan)
         return plan
 
-    def _log_choice(self, plan: Plan, *, has_healthy: bool) -> None:
+    def _log_choice(self, plan: Plan) -> None:
         if not plan.candidates:
             return
         first = plan.candidates[0]
         preferred = plan.snapshot.preferred.provider if plan.snapshot.preferred else None
-        if not has_healthy:
-            logger.warning("⚠️ Every provider is cooling down; trying all of them anyway: %s",
-                           " → ".join(plan.order))
-        elif first.reason == "probe":
-            logger.info("🔎 Cooldown of %s expired; this request probes it", first.provider)
+        if first.reason == "last_resort":
+            logger.warning("⚠️ Every provider is cooling down; trying all of them anyway: %s", " → ".join(plan.order))
+        elif first.reason == "half_open":
+            logger.info("🔎 Cooldown of %s is over; the next request to reach it probes it", first.provider)
         elif preferred and preferred != first.provider and plan.snapshot.cooling(preferred):
-            logger.info("⚠️ Cached provider %s is unhealthy, finding alternative...", preferred)
+            logger.debug("⚠️ Cached provider %s is unhealthy, finding alternative...", preferred)
         elif preferred == first.provider:
             logger.debug("✅ Using cached provider: %s", first.provider)
         elif first.provider == self.primary:
             logger.debug("✅ Using primary provider: %s", first.provider)
 
-    # -- recording outcomes
+    # -- probe leases
 
-    async def _take_probe(self, provider: str, snapshot: Snapshot) -> str | None:
-        """The probe lease of a half-open provider, if no other request holds it.
+    async def _take_probe(self, snapshot: Snapshot, provider: str, model: str | None = None) -> tuple[str, str] | None:
+        """The probe lease of a half-open provider (or model), if no other request holds it.
 
         The failure record is read again once the lease is ours: a probe that failed since our
         snapshot wrote a new cooldown before releasing its lease, and that cooldown wins.
         """
+        key = probe_key(provider, model)
         token = secrets.token_hex(8)
-        lease = self.specs[provider].timeout + 5.0
-        if not await self.store.set(f"probe:{provider}", token, lease, only_if_absent=True):
+        lease_seconds = self.specs[provider].timeout + 5.0
+        if not await self.store.set(key, token, lease_seconds, only_if_absent=True):
             return None
-        seen = snapshot.failures[provider]
-        (current,) = await self.store.get_many([_cooldown_key(provider)])
+        seen = snapshot.failure(provider, model)
+        (current,) = await self.store.get_many([cooldown_key(provider, model)])
         if seen is None or current != seen.raw:
-            await self._release_probe(provider, token)
+            await self.store.delete_if_equal(key, token)
             return None
-        return token
+        return key, token
 
-    async def _release_probe(self, provider: str, token: str) -> None:
-        await self.store.delete_if_equal(f"probe:{provider}", token)
+    async def _release(self, plan: Plan, step: Step, *, provider_too: bool) -> None:
+        """Give back the step's model probe lease and, with `provider_too`, its provider's."""
+        if step.lease is not None:
+            await self.store.delete_if_equal(*step.lease)
+        if provider_too:
+            await plan.release_provider(step.provider)
 
-    async def _record_success(self, plan: Plan, provider: str, model: str) -> None:
+    # -- recording outcomes
+
+    async def _record_success(self, plan: Plan, step: Step) -> None:
         snapshot = plan.snapshot
-        candidate = plan.candidate(provider)
-        seen = snapshot.failures.get(provider)
+        provider, model = step.provider, step.model.name
+        seen = snapshot.failure(provider)
         if seen is not None:
             # Clear the failure we saw; a newer one (another request failing since) stays.
-            if await self.store.delete_if_equal(_cooldown_key(provider), seen.raw):
+            if await self.store.delete_if_equal(cooldown_key(provider), seen.raw):
                 logger.warning("✅ Provider %s recovered after %s (%s)", provider, seen.kind, seen.error)
                 await self._emit(HealthEvent("recovered", provider))
-        seen_model = snapshot.model_failures.get((provider, model))
+        seen_model = snapshot.failure(provider, model)
         if seen_model is not None:
-            await self.store.delete_if_equal(_cooldown_key(provider, model), seen_model.raw)
-        if candidate.probe_token:
-            await self._release_probe(provider, candidate.probe_token)
+            await self.store.delete_if_equal(cooldown_key(provider, model), seen_model.raw)
+        self._strikes.pop(provider, None)
+        await self._release(plan, step, provider_too=True)
         await self._remember_preferred(snapshot, provider)
-        if plan.failed_providers and provider != plan.failed_providers[0]:
-            logger.warning("⚠️ Primary provider failed, using fallback: %s", provider)
 
     async def _remember_preferred(self, snapshot: Snapshot, provider: str) -> None:
         """Keep `preferred` pointing at the last provider that served, refreshing it lazily."""
@@ -361,61 +372,146 @@ class LLMProviderFallback:
         if current is not None and current.provider == provider and current.until - snapshot.now > self.preferred_ttl / 2:
             return
         until = self.clock() + self.preferred_ttl
-        await self.store.set("preferred", Lease(provider, until).dump(), self.preferred_ttl)
+        await self.store.set(PREFERRED, Choice(provider, until).dump(), self.preferred_ttl)
         if current is None or current.provider != provider:
             logger.info("✅ Provider %s healthy, cached as preferred", provider)
 
-    async def _record_failure(self, plan: Plan | None, provider: str, model: str | None, verdict: Verdict,
-                              error: str) -> None:
+    def _cooldown_for(self, verdict: Verdict, ejections: int) -> float:
+        if verdict.retry_after is not None:
+            return min(max(verdict.retry_after, 1.0), MAX_RETRY_AFTER)
+        return min(self.failure_cooldown * ejections, self.max_cooldown)
+
+    async def _record_failure(self, plan: Plan | None, step: Step | None, verdict: Verdict, error: str,
+                              *, provider: str | None = None) -> None:
+        """Start (or grow) the cooldown of the step's provider, or of its model for a 404."""
         now = self.clock()
         error = self.redact(error)
-        model_level = verdict.kind is FailureKind.MODEL_MISSING and model is not None
-        key = _cooldown_key(provider, model if model_level else None)
-        seen = None
-        if plan is not None:
-            seen = plan.snapshot.model_failures.get((provider, model)) if model_level else plan.snapshot.failures.get(provider)
-        cooldown = self.failure_cooldown
-        if verdict.retry_after is not None:
-            cooldown = min(max(verdict.retry_after, 1.0), MAX_RETRY_AFTER)
-        record = FailureRecord(now + cooldown, now, verdict.kind.value, error, (seen.count if seen else 0) + 1)
-        # Only the first failure after what this request saw starts a cooldown: requests that were
-        # already in flight and fail later must not push its end (and the next probe) back.
+        provider = step.provider if step is not None else provider
+        assert provider is not None
+        model = step.model.name if step is not None and verdict.kind is FailureKind.MODEL_MISSING else None
+        key = cooldown_key(provider, model)
+        seen = plan.snapshot.failure(provider, model) if plan is not None else None
         if plan is None:
-            recorded = await self.store.set(key, record.dump(), cooldown + FAILURE_MEMORY)
-        elif seen is None:
-            recorded = await self.store.set(key, record.dump(), cooldown + FAILURE_MEMORY, only_if_absent=True)
+            (raw,) = await self.store.get_many([key])
+            seen = FailureRecord.parse(raw)
+        if seen is not None and seen.until > now:
+            # Still cooling (a last resort, a forced provider, a request in flight): count it, keep the end.
+            record = FailureRecord(seen.until, now, verdict.kind.value, error, seen.count + 1, seen.ejections)
+            started = False
         else:
-            recorded = await self.store.replace_if_equal(key, seen.raw, record.dump(), cooldown + FAILURE_MEMORY)
-        if plan is not None and not model_level:
-            token = plan.candidate(provider).probe_token
-            if token:
-                await self._release_probe(provider, token)
-        target = f"{provider}/{model}" if model_level else provider
+            ejections = seen.ejections + 1 if seen is not None else 1
+            cooldown = self._cooldown_for(verdict, ejections)
+            record = FailureRecord(now + cooldown, now, verdict.kind.value, error,
+                                   (seen.count if seen else 0) + 1, ejections)
+            started = True
+        ttl = max(record.until - now, 1.0) + FAILURE_MEMORY
+        # Only the first failure after what this request saw writes: requests that were in flight
+        # and fail later must not push the cooldown's end (and the next probe) back.
+        if seen is None:
+            recorded = await self.store.set(key, record.dump(), ttl, only_if_absent=True)
+        else:
+            recorded = await self.store.replace_if_equal(key, seen.raw, record.dump(), ttl)
+        if step is not None and plan is not None:
+            await self._release(plan, step, provider_too=model is None)
+        target = f"{provider}/{model}" if model else provider
         if not recorded:
             logger.debug("Provider %s failed too (already cooling down): %s", target, error)
             return
-        await self.store.set(f"last_error:{provider}", record.dump(), FAILURE_MEMORY)
-        logger.warning("⚠️ Provider %s failed: %s (cooldown: %ds)", target, error, round(cooldown))
+        await self.store.set(last_error_key(provider), record.dump(), FAILURE_MEMORY)
+        if not started:
+            logger.info("Provider %s failed again while cooling down: %s", target, error)
+            return
+        cooldown = record.until - now
+        grown = f", ×{record.ejections}" if record.ejections > 1 else ""
+        logger.warning("⚠️ Provider %s failed: %s (cooldown: %ds%s)", target, error, round(cooldown), grown)
         if verdict.kind is FailureKind.AUTH:
             logger.error("❌ Provider %s rejected our credentials: check %s", provider,
                          AUTH_SETTING_HINT.get(provider, f"the API key of {provider}"))
-        if not model_level and (seen is None or seen.until <= now):
-            await self._emit(HealthEvent("down", provider, error=error, cooldown=cooldown))
+        if model is None:
+            await self._emit(HealthEvent("down", provider, error=error, cooldown=cooldown,
+                                         has_working_fallback=await self._has_working_fallback(provider)))
 
-    async def all_failed(self, attempts: Sequence[Attempt]) -> AllProvidersFailedError:
+    async def _has_working_fallback(self, provider: str) -> bool:
+        snapshot = await self.snapshot()
+        return any(p != provider and not snapshot.cooling(p) for p in self.configured)
+
+    async def _strike(self, plan: Plan, step: Step, verdict: Verdict, error: str) -> bool:
+        """A bad reply: that request fails over; `STRIKES_TO_COOL` of them in a window cool the provider."""
+        now = self.clock()
+        strikes = self._strikes.setdefault(step.provider, deque())
+        strikes.append(now)
+        while strikes and strikes[0] < now - self.failure_cooldown:
+            strikes.popleft()
+        if len(strikes) < STRIKES_TO_COOL:
+            logger.info("Provider %s gave an unusable reply (%s): %d of %d before a cooldown",
+                        step.provider, error, len(strikes), STRIKES_TO_COOL)
+            await self._release(plan, step, provider_too=True)
+            return False
+        strikes.clear()
+        await self._record_failure(plan, step, Verdict(verdict.kind, True, True), error)
+        return True
+
+    async def rejected_output(self, plan: Plan, provider: str) -> None:
+        """The agent could not use `provider`'s last reply (it asks again): strike it, ask another."""
+        if provider not in self.specs:
+            return
+        plan.demote(provider)
+        strikes = self._strikes.setdefault(provider, deque())
+        now = self.clock()
+        strikes.append(now)
+        while strikes and strikes[0] < now - self.failure_cooldown:
+            strikes.popleft()
+        logger.info("Provider %s replied with output the agent could not use; asking another provider", provider)
+        if len(strikes) >= STRIKES_TO_COOL:
+            strikes.clear()
+            await self._record_failure(None, None, Verdict(FailureKind.MALFORMED, True, True),
+                                       "replies the agent could not use", provider=provider)
+
+    def hedged(self, provider: str, to_provider: str, delay: float) -> None:
+        now = self.clock()
+        hedges = self._hedges.setdefault(provider, deque())
+        hedges.append(now)
+        while hedges and hedges[0] < now - HEDGE_WINDOW:
+            hedges.popleft()
+        logger.info("🐢 %s had no first token after %.2fs: hedging with %s", provider, delay, to_provider)
+        self._emit_now(HedgeEvent(provider, to_provider, delay))
+
+    def hedges_last_hour(self, provider: str) -> int:
+        now = self.clock()
+        return sum(1 for t in self._hedges.get(provider, ()) if t >= now - HEDGE_WINDOW)
+
+    async def all_failed(self, plan: Plan) -> AllProvidersFailedError:
+        attempts = plan.failures
         error = AllProvidersFailedError(attempts)
         logger.error("❌ All LLM providers failed! %s", "; ".join(map(str, attempts)) or "no provider configured")
         await self._emit(HealthEvent("all_failed", attempts=tuple(attempts)))
         return error
 
-    async def _emit(self, event: HealthEvent) -> None:
+    # -- events
+
+    def add_listener(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    async def _emit(self, event: Event) -> None:
         for listener in self.listeners:
             try:
                 result = listener(event)
                 if asyncio.iscoroutine(result):
                     await result
             except Exception:  # noqa: BLE001 - an alert must never break an LLM call
-                logger.exception("health listener failed")
+                logger.exception("LLM fallback listener failed")
+
+    def _emit_now(self, event: Event) -> None:
+        """Emit without waiting (attempt events are frequent): async listeners run in the background."""
+        for listener in self.listeners:
+            try:
+                result = listener(event)
+                if asyncio.iscoroutine(result):
+                    task = asyncio.get_running_loop().create_task(result)
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+            except Exception:  # noqa: BLE001
+                logger.exception("LLM fallback listener failed")
 
     # -- the seed's management API
 
@@ -438,7 +534,7 @@ class LLMProviderFallback:
         if not verdict.cool_down or verdict.kind is FailureKind.MODEL_MISSING:
             verdict = Verdict(verdict.kind, fail_over=True, cool_down=True)
         suffix = f" [{context}]" if context else ""
-        await self._record_failure(None, provider, None, verdict, self.describe(error) + suffix)
+        await self._record_failure(None, None, verdict, self.describe(error) + suffix, provider=provider)
 
     async def report_provider_success(self, provider: str, context: str | None = None) -> None:
         """Mark a provider healthy from outside a request: its cooldown ends, it becomes preferred."""
@@ -448,7 +544,8 @@ class LLMProviderFallback:
         await self._remember_preferred(snapshot, provider)
 
     async def _clear_failure(self, provider: str) -> None:
-        if await self.store.delete(_cooldown_key(provider)):
+        self._strikes.pop(provider, None)
+        if await self.store.delete(cooldown_key(provider)):
             logger.warning("✅ Provider %s marked healthy", provider)
             await self._emit(HealthEvent("recovered", provider))
 
@@ -460,12 +557,15 @@ class LLMProviderFallback:
         if not MIN_FORCE_SECONDS <= duration_seconds <= MAX_FORCE_SECONDS:
             raise ValueError(f"duration must be between {MIN_FORCE_SECONDS} and {MAX_FORCE_SECONDS} seconds")
         until = self.clock() + duration_seconds
-        await self.store.set("forced", Lease(provider, until).dump(), duration_seconds)
+        await self.store.set(FORCED, Choice(provider, until).dump(), duration_seconds)
         logger.warning("🔧 Provider %s forced for %ds", provider, round(duration_seconds))
         return until
 
     async def clear_cache(self) -> dict[str, Any]:
-        """Forget the preferred provider, every cooldown and the force. Returns what was cleared."""
+        """Forget everything the failover learned: preferred, force, cooldowns, last errors, alerts.
+
+        Returns what was cleared. The store's namespace holds only this plugin's state.
+        """
         snapshot = await self.snapshot()
         cleared = {
             "preferred": snapshot.preferred.provider if snapshot.preferred else None,
@@ -474,77 +574,29 @@ class LLMProviderFallback:
                 {p for p, r in snapshot.failures.items() if r} | {p for (p, _), r in snapshot.model_failures.items() if r}
             ),
         }
-        await self.store.delete("preferred", "forced")
-        await self.store.clear("cooldown:*")
-        await self.store.clear("probe:*")
+        await self.store.clear("*")
+        self._strikes.clear()
+        self._hedges.clear()
         logger.warning("🔧 LLM provider cache cleared: %s", cleared)
         return cleared
 
     async def get_provider_stats(self) -> dict[str, Any]:
-        """The seed's status dict, plus cooldowns, last errors, force and store."""
+        """The seed's status dict, plus cooldowns, last errors, force, hedges and store."""
         snapshot = await self.snapshot()
-        now = snapshot.now
-        last_errors = await self.store.get_many([f"last_error:{p}" for p in self.order])
-        health: dict[str, Any] = {}
-        for provider, raw_error in zip(self.order, last_errors, strict=True):
-            spec = self.specs[provider]
-            record = snapshot.failures.get(provider)
-            last = FailureRecord.parse(raw_error)
-            cooling = snapshot.cooling(provider)
-            state = ("not_configured" if not spec.configured else "cooling" if cooling
-                     else "half_open" if record else "healthy")
-            health[provider] = {
-                "healthy": spec.configured and record is None,
-                "configured": spec.configured,
-                "available": spec.configured and not cooling,
-                "state": state,
-                "cooldown_seconds_left": round(record.until - now) if record and cooling else 0,
-                "failures": record.count if record else 0,
-                "last_error": last.error if last else None,
-                "last_error_kind": last.kind if last else None,
-                "last_error_seconds_ago": round(now - last.at) if last else None,
-                "models": list(spec.models),
-                "unavailable_models": [m for m in spec.models if snapshot.model_cooling(provider, m)],
-            }
-        forced = snapshot.forced
-        return {
-            "primary_provider": self.primary,
-            "fallback_provider": self.order[1] if len(self.order) > 1 else None,
-            "provider_order": self.order,
-            "preferred_provider": snapshot.preferred.provider if snapshot.preferred else None,
-            "forced_provider": forced.provider if forced else None,
-            "forced_seconds_left": round(forced.until - now) if forced else None,
-            "store": self.store.kind,
-            "provider_health": health,
-        }
+        last_errors = await self.store.get_many([last_error_key(p) for p in self.order])
+        return provider_stats(self, snapshot, dict(zip(self.order, last_errors, strict=True)))
 
-    async def check_providers(self) -> dict[str, str | None]:
-        """Probe each configured provider's cheap endpoint now; record what it says."""
-        results = await asyncio.gather(*(client.check() for client in self.clients.values()))
-        outcome = dict(zip(self.clients, results, strict=True))
-        for provider, problem in outcome.items():
-            if problem is None:
-                await self._clear_failure(provider)
-            else:
-                await self._record_failure(None, provider, None,
-                                           Verdict(FailureKind.CONNECTION, True, True), problem)
-        return outcome
+    async def check_providers(self, *, timeout: float = 10.0) -> dict[str, str | None]:
+        """Ask each configured provider for a real 1-token completion now; record what it says.
 
-    def add_listener(self, listener: Listener) -> None:
-        self.listeners.append(listener)
+        Returns None per provider that answered, else a short redacted reason.
+        """
+        providers = self.configured
+        results = await asyncio.gather(*(check_provider(self, p, timeout=timeout) for p in providers))
+        return dict(zip(providers, results, strict=True))
 
     async def aclose(self) -> None:
+        self.loop_lag.stop()
         for client in self.clients.values():
             await client.aclose()
         await self.store.close()
-
-
-def flatten_attempts(errors: Iterable[BaseException]) -> list[Attempt]:
-    """Attempts carried by the failures of a fallback chain (nested groups included)."""
-    attempts: list[Attempt] = []
-    for error in errors:
-        if isinstance(error, ProviderFailure):
-            attempts.extend(error.attempts)
-        elif isinstance(error, BaseExceptionGroup):
-            attempts.extend(flatten_attempts(error.exceptions))
-    return attempts

@@ -40,6 +40,7 @@ class FailureKind(StrEnum):
     MODEL_MISSING = "model_not_found"
     MALFORMED = "malformed_response"
     STREAM_CUT = "stream_cut"
+    EMPTY = "empty_reply"
     REQUEST = "bad_request"
     REFUSED = "content_filter"
     UNKNOWN = "unknown"
@@ -58,6 +59,19 @@ class Verdict:
     """Seconds the provider asked for (HTTP 429 `Retry-After`), if any."""
 
 
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+"""Statuses below 500 that the providers document as retryable (openai-python retries 408, 409,
+429 and 5xx; Ollama answers 5xx for its own failures): they fail over and cool down."""
+
+
+class DeadlineExceeded(Exception):
+    """A per-attempt deadline (`request_timeout` / `first_event_timeout` / the hedge's budget) passed."""
+
+
+class EmptyReply(Exception):
+    """A provider answered 200 with nothing in it (no text, no tool call)."""
+
+
 def classify(error: BaseException, *, streamed_first_event: bool = False) -> Verdict:
     """Classify one attempt's exception (DESIGN.md, "Error classification").
 
@@ -67,7 +81,7 @@ def classify(error: BaseException, *, streamed_first_event: bool = False) -> Ver
     output validation) blames nobody.
     """
     if streamed_first_event:
-        if isinstance(error, ModelAPIError):
+        if isinstance(error, ModelAPIError | DeadlineExceeded):
             return Verdict(FailureKind.STREAM_CUT, fail_over=False, cool_down=True)
         return Verdict(FailureKind.UNKNOWN, fail_over=False, cool_down=False)
     if isinstance(error, ContentFilterError) or _is_content_filter(error):
@@ -80,14 +94,18 @@ def classify(error: BaseException, *, streamed_first_event: bool = False) -> Ver
         return Verdict(FailureKind.RATE_LIMITED, fail_over=True, cool_down=True, retry_after=error.retry_after)
     if isinstance(error, ModelRequestRejectedError):
         return Verdict(FailureKind.REQUEST, fail_over=False, cool_down=False)
-    if isinstance(error, ModelTimeoutError | ModelRequestTimeout):
+    if isinstance(error, EmptyReply):
+        return Verdict(FailureKind.EMPTY, fail_over=True, cool_down=False)
+    if isinstance(error, ModelTimeoutError | ModelRequestTimeout | DeadlineExceeded):
         return Verdict(FailureKind.TIMEOUT, fail_over=True, cool_down=True)
     if isinstance(error, ModelConnectionError):
         return Verdict(FailureKind.CONNECTION, fail_over=True, cool_down=True)
     if isinstance(error, ModelServerError | ModelUnavailableError | ModelQuotaExceededError):
         return Verdict(FailureKind.SERVER, fail_over=True, cool_down=True)
     if isinstance(error, ModelHTTPError):
-        if error.status_code >= 500:
+        if error.status_code == 408:
+            return Verdict(FailureKind.TIMEOUT, fail_over=True, cool_down=True)
+        if error.status_code in RETRYABLE_STATUS or error.status_code >= 500:
             return Verdict(FailureKind.SERVER, fail_over=True, cool_down=True)
         return Verdict(FailureKind.REQUEST, fail_over=False, cool_down=False)
     if isinstance(error, ModelAPIError):
@@ -160,8 +178,8 @@ def _message(error: BaseException) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Attempt:
-    """One provider/model tried for one request, and how it went."""
+class FailedAttempt:
+    """One provider/model tried for one request, and how it failed."""
 
     provider: str
     model: str
@@ -180,21 +198,10 @@ class AllProvidersFailedError(RuntimeError):
     redacted: it may be logged or shown to an admin.
     """
 
-    def __init__(self, attempts: Sequence[Attempt]):
+    def __init__(self, attempts: Sequence[FailedAttempt]):
         self.attempts = list(attempts)
         tried = "; ".join(str(a) for a in self.attempts) or "no provider is configured"
         super().__init__(f"All LLM providers failed: {tried}")
-
-
-class ProviderFailure(Exception):
-    """Raised inside the failover chain for an attempt that should fall over to the next one.
-
-    Carries the attempts it stands for; the original exception is its `__cause__`.
-    """
-
-    def __init__(self, attempts: Sequence[Attempt]):
-        self.attempts = list(attempts)
-        super().__init__("; ".join(str(a) for a in self.attempts))
 
 
 class StreamCutError(RuntimeError):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pydantic_ai.settings import ModelSettings
 
 from .engine import LLMProviderFallback
-from .model import FailoverModel
+from .model import LLMFallbackModel
 
 
 class ModelFactory:
-    """Hands out `FailoverModel`s bound to one `LLMProviderFallback`.
+    """Hands out `LLMFallbackModel`s bound to one `LLMProviderFallback`.
 
     Cheap to call per request: the provider clients and their connection pools live in the
     engine and are shared by every model handed out.
@@ -23,6 +23,6 @@ class ModelFactory:
         context: str | None = None,
         model_settings: ModelSettings | None = None,
         force_provider: str | None = None,
-    ) -> FailoverModel:
-        """A model that fails over between providers; `force_provider` pins one (no fallback)."""
-        return FailoverModel(self.fallback, pin=force_provider, settings=model_settings, context=context)
+    ) -> LLMFallbackModel:
+        """A model that fails over between providers; `force_provider` pins one (no other provider is tried)."""
+        return LLMFallbackModel(self.fallback, pinned=force_provider, settings=model_settings, context=context)

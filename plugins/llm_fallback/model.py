@@ -1,157 +1,78 @@
-"""The pydantic-ai model every caller gets: pydantic-ai's `FallbackModel`, plus memory.
+"""`LLMFallbackModel`: the pydantic-ai model every caller gets.
 
-`FallbackModel` already fails over within one request (and, for streams, only before the
-first event). `FailoverModel` adds what it lacks: per request it asks the engine for the
-attempt order (cooldowns, half-open probe, force — shared through the store), builds a
-`FallbackModel` over that order, and every attempt reports its outcome back.
+Per request it asks the engine for a `Plan` (shared health: cooldowns, half-open probes, the
+forced provider) and runs `ProviderAttempt`s in the plan's order until one answers. Each
+attempt is one place that sees one provider/model from start to real end and records it once.
 
-Structure of one request's chain::
+It subclasses pydantic-ai's `FallbackModel` for what that already does well over several
+models (profile, request preparation, lifecycle of the wrapped models) and replaces its request
+loop, which has no memory: ours skips providers in cooldown, probes a recovered one once,
+enforces deadlines per attempt (so pydantic-ai never cancels an attempt from outside), fails
+over on an empty reply or an unusable answer, and can hedge a slow first token.
 
-    FallbackModel(fallback_on=ProviderFailure)         # providers, in the plan's order
-      └─ FallbackModel(fallback_on=ModelMissing)      # one provider's models (if several)
-           └─ _Attempt(WrapperModel)                  # one provider/model: classify + record
+Two words, two things: a *forced* provider (`/llm_force`) goes first with the others behind it;
+a *pinned* provider (the factory's `force_provider=`) is the only one tried.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-import httpx2
-from pydantic_ai._fallback import request_stream_until_first_event
-from pydantic_ai._run_context import RunContext
-from pydantic_ai.exceptions import FallbackExceptionGroup
-from pydantic_ai.messages import ModelMessage, ModelResponse
-from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, RetryPromptPart
+from pydantic_ai.models import ModelRequestParameters, StreamedResponse
 from pydantic_ai.models.fallback import FallbackModel
-from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 
-from .engine import LLMProviderFallback, Plan, flatten_attempts
-from .errors import Attempt, FailureKind, ProviderFailure, StreamCutError
+from .attempt import ProviderAttempt, answered_by
+from .engine import LLMProviderFallback, Plan, Step
+
+T = TypeVar("T")
 
 
-class ModelMissing(ProviderFailure):
-    """This model is not on this provider (HTTP 404): the provider's next model is tried."""
-
-
-def _falls_over(error: Exception) -> bool:
-    """`fallback_on` of the provider chain: our failures, or a provider whose models all 404."""
-    if isinstance(error, FallbackExceptionGroup):
-        return all(_falls_over(e) for e in error.exceptions)
-    return isinstance(error, ProviderFailure)
-
-
-# pydantic-ai reads a handler's hints on every FallbackModel built (one per request): give it
-# real types rather than strings to evaluate each time (`from __future__ import annotations`).
-_falls_over.__annotations__ = {"error": Exception, "return": bool}
-
-
-class _Attempt(WrapperModel):
-    """One provider/model in one request's chain: classifies and records its outcome."""
-
-    def __init__(self, plan: Plan, provider: str, model_name: str, model: Model):
-        super().__init__(model)
-        self.plan = plan
-        self.provider_name = provider
-        self.provider_model = model_name
-        self.connect_timeout = plan.engine.specs[provider].connect_timeout
-
-    def _with_connect_timeout(self, model_settings: ModelSettings | None) -> ModelSettings | None:
-        """A caller's `timeout` (seconds) bounds the generation, not the connect: keep ours short."""
-        timeout = (model_settings or {}).get("timeout")
-        if isinstance(timeout, int | float):
-            return {**model_settings, "timeout": httpx2.Timeout(timeout, connect=min(timeout, self.connect_timeout))}  # type: ignore[typeddict-item]
-        return model_settings
-
-    async def request(
-        self,
-        messages: list[ModelMessage],
-        model_settings: ModelSettings | None,
-        model_request_parameters: ModelRequestParameters,
-    ) -> ModelResponse:
-        try:
-            response = await self.wrapped.request(messages, self._with_connect_timeout(model_settings), model_request_parameters)
-        except Exception as error:
-            raise await self._failure(error) from error
-        await self.plan.succeeded(self.provider_name, self.provider_model)
-        return response
-
-    @asynccontextmanager
-    async def request_stream(
-        self,
-        messages: list[ModelMessage],
-        model_settings: ModelSettings | None,
-        model_request_parameters: ModelRequestParameters,
-        run_context: RunContext[Any] | None = None,
-    ) -> AsyncGenerator[StreamedResponse]:
-        handed_over = False
-        try:
-            async with request_stream_until_first_event(
-                self.wrapped, None, messages, self._with_connect_timeout(model_settings), model_request_parameters, run_context
-            ) as stream:
-                handed_over = True
-                await self.plan.succeeded(self.provider_name, self.provider_model)
-                yield stream
-        except Exception as error:
-            if not handed_over:
-                raise await self._failure(error) from error
-            # Cut after the first event: half an answer is out, so raise; the provider cools down.
-            verdict = await self.plan.failed(self.provider_name, self.provider_model, error, streamed=True)
-            if verdict.cool_down:
-                raise StreamCutError(self.provider_name, self.provider_model, self.plan.engine.describe(error)) from None
-            raise
-
-    async def _failure(self, error: Exception) -> Exception:
-        """The exception to raise: a failover marker, or the caller's own error unchanged."""
-        verdict = await self.plan.failed(self.provider_name, self.provider_model, error)
-        if not verdict.fail_over:
-            return error
-        attempt = Attempt(self.provider_name, self.provider_model, verdict.kind, self.plan.engine.describe(error))
-        return (ModelMissing if verdict.kind is FailureKind.MODEL_MISSING else ProviderFailure)([attempt])
-
-
-class FailoverModel(FallbackModel):
-    """A pydantic-ai `Model` that fails over between providers with shared, remembered health.
-
-    `pin`: a strict pin to one provider (its models in order, no other provider, cooldown
-    ignored) — the factory's `force_provider=` for testing and debugging.
-    """
+class LLMFallbackModel(FallbackModel):
+    """A pydantic-ai `Model` that fails over between providers with shared, remembered health."""
 
     def __init__(
         self,
         engine: LLMProviderFallback,
         *,
-        pin: str | None = None,
+        pinned: str | None = None,
         settings: ModelSettings | None = None,
         context: str | None = None,
     ):
-        providers = [pin] if pin else engine.configured
-        if pin is not None:
-            engine._spec(pin)
+        providers = [pinned] if pinned else engine.configured
+        if pinned is not None:
+            engine._spec(pinned)
         models = [m for p in providers for m in engine.models.get(p, {}).values()]
         if not models:
-            raise ValueError(f"no configured provider to use (pin={pin!r})")
+            raise ValueError(f"no configured provider to use (pinned={pinned!r})")
         super().__init__(*models)
         self.engine = engine
-        self.pin = pin
+        self.pinned = pinned
         self.context = context
         self._settings = settings
 
     @property
     def model_name(self) -> str:
-        return f"failover:{self.pin or ','.join(self.engine.configured)}"
+        return f"fallback:{self.pinned or ','.join(self.engine.configured)}"
 
-    def _chain_for(self, plan: Plan) -> Model:
-        if not plan.candidates:
-            raise ProviderFailure([])
-        chains: list[Model] = []
-        for candidate in plan.candidates:
-            provider_models = self.engine.models[candidate.provider]
-            attempts = [_Attempt(plan, candidate.provider, m, provider_models[m]) for m in candidate.models]
-            chains.append(attempts[0] if len(attempts) == 1 else FallbackModel(*attempts, fallback_on=(ModelMissing,)))
-        return FallbackModel(*chains, fallback_on=_falls_over)
+    def _start_request_deadline(self, model_settings: ModelSettings | None, *, stream: bool) -> None:
+        """Deadlines are enforced per attempt (`ProviderAttempt`), never around the whole chain."""
+        return None
+
+    def _attempt(self, plan: Plan, step: Step, settings: ModelSettings | None, *, streamed: bool) -> ProviderAttempt:
+        model = self.engine.models[step.provider][step.model.name]
+        return ProviderAttempt(plan, step, model, settings, streamed=streamed)
+
+    async def _plan(self, messages: list[ModelMessage]) -> Plan:
+        plan = await self.engine.plan(pinned=self.pinned)
+        rejected = _rejected_provider(messages)
+        if rejected is not None and self.pinned is None:
+            await self.engine.rejected_output(plan, rejected)
+        return plan
 
     async def request(
         self,
@@ -159,15 +80,14 @@ class FailoverModel(FallbackModel):
         model_settings: ModelSettings | None,
         model_request_parameters: ModelRequestParameters,
     ) -> ModelResponse:
-        plan = await self.engine.plan(pin=self.pin)
-        try:
-            return await self._chain_for(plan).request(messages, model_settings, model_request_parameters)
-        except FallbackExceptionGroup as group:
-            raise await self.engine.all_failed(flatten_attempts(group.exceptions)) from None
-        except ProviderFailure as failure:  # a strict pin with one model
-            raise await self.engine.all_failed(failure.attempts) from None
-        finally:
-            await plan.release()
+        async with self.engine.admission():
+            plan = await self._plan(messages)
+            try:
+                return await self._first_answer(
+                    plan, lambda step: self._attempt(plan, step, model_settings, streamed=False),
+                    lambda attempt: attempt.request(messages, model_request_parameters))
+            finally:
+                await plan.close()
 
     @asynccontextmanager
     async def request_stream(
@@ -175,17 +95,130 @@ class FailoverModel(FallbackModel):
         messages: list[ModelMessage],
         model_settings: ModelSettings | None,
         model_request_parameters: ModelRequestParameters,
-        run_context: RunContext[Any] | None = None,
+        run_context: Any = None,
     ) -> AsyncGenerator[StreamedResponse]:
-        plan = await self.engine.plan(pin=self.pin)
-        try:
-            async with self._chain_for(plan).request_stream(
-                messages, model_settings, model_request_parameters, run_context
-            ) as stream:
+        async with self.engine.admission():
+            plan = await self._plan(messages)
+            winner: list[ProviderAttempt] = []
+
+            def start(step: Step) -> ProviderAttempt:
+                attempt = self._attempt(plan, step, model_settings, streamed=True)
+                winner[:] = [attempt]
+                return attempt
+
+            async def open_(attempt: ProviderAttempt) -> StreamedResponse:
+                stream = await attempt.open_stream(messages, model_request_parameters, run_context)
+                winner[:] = [attempt]
+                return stream
+
+            try:
+                stream = await self._first_answer(plan, start, open_)
+            except BaseException:
+                await plan.close()
+                raise
+            attempt = winner[0]
+            try:
                 yield stream
-        except FallbackExceptionGroup as group:
-            raise await self.engine.all_failed(flatten_attempts(group.exceptions)) from None
-        except ProviderFailure as failure:
-            raise await self.engine.all_failed(failure.attempts) from None
-        finally:
-            await plan.release()
+            except BaseException:
+                await attempt.abandoned("cancelled")  # no-op when the stream already recorded its end
+                raise
+            finally:
+                await attempt.abandoned("closed")
+                await attempt.close()
+                await plan.close()
+
+    async def _first_answer(self, plan: Plan, start: Callable[[Step], ProviderAttempt],
+                            run: Callable[[ProviderAttempt], Awaitable[T]]) -> T:
+        """Attempts in the plan's order until one produces its first event (hedged if configured)."""
+        if self.engine.hedge.enabled and self.pinned is None:
+            return await self._first_answer_hedged(plan, start, run)
+        while (step := await plan.next_step()) is not None:
+            attempt = start(step)
+            try:
+                return await run(attempt)
+            except asyncio.CancelledError:
+                await attempt.abandoned("cancelled")
+                raise
+            except Exception as error:
+                verdict = await attempt.failed(error)
+                if not verdict.fail_over:
+                    raise
+        raise await self.engine.all_failed(plan)
+
+    async def _first_answer_hedged(self, plan: Plan, start: Callable[[Step], ProviderAttempt],
+                                   run: Callable[[ProviderAttempt], Awaitable[T]]) -> T:
+        """Like `_first_answer`, but a provider slow to its first event gets the next one started beside it."""
+        running: dict[asyncio.Task[T], ProviderAttempt] = {}
+
+        async def launch() -> bool:
+            step = await plan.next_step()
+            if step is None:
+                return False
+            attempt = start(step)
+            running[asyncio.ensure_future(run(attempt))] = attempt
+            return True
+
+        async def stop_others(keep: asyncio.Task[T] | None, outcome: str) -> None:
+            for task, attempt in list(running.items()):
+                if task is keep:
+                    continue
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                if not task.cancelled() and task.exception() is None:
+                    await attempt.close()  # a twin that answered too late: its stream is not used
+                await attempt.abandoned(outcome)
+                running.pop(task, None)
+
+        try:
+            if not await launch():
+                raise await self.engine.all_failed(plan)
+            while running:
+                delay = None
+                if len(running) == 1:
+                    (slow,) = running.values()
+                    delay = self._hedge_delay(plan, slow)
+                done, _ = await asyncio.wait(running, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    (slow,) = running.values()
+                    plan.skip_current_provider()
+                    if await launch():
+                        hedge = list(running.values())[-1]
+                        self.engine.hedged(slow.provider, hedge.provider, delay or 0.0)
+                    continue
+                for task in done:
+                    attempt = running.pop(task)
+                    error = task.exception()
+                    if error is None:
+                        await stop_others(task, "hedge_lost")
+                        return task.result()
+                    verdict = await attempt.failed(error)
+                    if not verdict.fail_over:
+                        await stop_others(None, "cancelled")
+                        raise error
+                if not running and not await launch():
+                    break
+            raise await self.engine.all_failed(plan)
+        except asyncio.CancelledError:
+            await stop_others(None, "cancelled")
+            raise
+
+    def _hedge_delay(self, plan: Plan, attempt: ProviderAttempt) -> float | None:
+        """How long to wait for `attempt`'s first event before hedging; None: no hedge."""
+        following = plan.peek_next_candidate()
+        if following is None or following.reason == "last_resort":
+            return None  # nothing healthy to hedge with (the next provider is cooling)
+        delay = self.engine.hedge.delay_for(attempt.provider)
+        if delay is None:
+            return None
+        return max(0.0, delay - attempt.elapsed())
+
+
+def _rejected_provider(messages: list[ModelMessage]) -> str | None:
+    """The provider whose last reply the agent could not use (it is asking again), if any."""
+    if len(messages) < 2:
+        return None
+    last, previous = messages[-1], messages[-2]
+    if isinstance(last, ModelRequest) and isinstance(previous, ModelResponse) and any(
+            isinstance(part, RetryPromptPart) for part in last.parts):
+        return answered_by(previous)
+    return None

@@ -18,11 +18,12 @@ from pydantic import SecretStr
 from pydantic_ai.models import Model
 from pydantic_ai.models.ollama import OllamaModel
 from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.profiles import ModelProfile, merge_profile
+from pydantic_ai.profiles.openai import OpenAIModelProfile
 from pydantic_ai.providers.ollama import OllamaProvider
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.settings import ModelSettings
 
-from .errors import redact
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,16 @@ class ProviderSpec:
         return (self.api_key.get_secret_value(),) if self.api_key else ()
 
 
+def _strict_streams(provider: OllamaProvider | OpenAIProvider, model_name: str) -> ModelProfile:
+    """The provider's profile for `model_name`, where a stream without a finish reason is an error.
+
+    Both Ollama and OpenAI end every complete stream with a `finish_reason`; a stream that stops
+    without one was cut (a proxy timeout, a crashed runner), and must not pass as a whole answer.
+    """
+    return merge_profile(provider.model_profile(model_name) or ModelProfile(),
+                         OpenAIModelProfile(openai_chat_streaming_requires_finish_reason=True))
+
+
 class ProviderClient:
     """A provider's HTTP client and pydantic-ai models, created once per process."""
 
@@ -72,36 +83,17 @@ class ProviderClient:
         self.models: dict[str, Model] = {}
         for model_name in spec.models:
             if spec.kind == "ollama":
+                provider = OllamaProvider(openai_client=self.client)
                 self.models[model_name] = OllamaModel(
-                    model_name, provider=OllamaProvider(openai_client=self.client), settings=settings
+                    model_name, provider=provider, settings=settings, profile=_strict_streams(provider, model_name)
                 )
                 logger.debug("✅ Created ollama model: %s @ %s", model_name, spec.base_url)
             else:
+                provider = OpenAIProvider(openai_client=self.client)
                 self.models[model_name] = OpenAIChatModel(
-                    model_name, provider=OpenAIProvider(openai_client=self.client), settings=settings
+                    model_name, provider=provider, settings=settings, profile=_strict_streams(provider, model_name)
                 )
                 logger.debug("✅ Created OpenAI model: %s", model_name)
-
-    async def check(self) -> str | None:
-        """Probe the provider's cheap endpoint (Ollama `/api/tags`, else `/models`).
-
-        Returns None when it answers, else a short redacted reason. Used by an explicit
-        "check now" only — never before a chat request.
-        """
-        if self.spec.kind == "ollama":
-            url = self.spec.base_url.removesuffix("/v1") + "/api/tags"
-            headers: dict[str, str] = {}
-        else:
-            url = self.spec.base_url.rstrip("/") + "/models"
-            headers = {"Authorization": f"Bearer {self.spec.api_key.get_secret_value()}"} if self.spec.api_key else {}
-        try:
-            async with httpx2.AsyncClient(timeout=httpx2.Timeout(5.0, connect=self.spec.connect_timeout)) as http:
-                response = await http.get(url, headers=headers)
-        except Exception as error:  # noqa: BLE001 - any transport failure is the answer
-            return redact(f"{type(error).__name__}: {error}", self.spec.secrets)[:160]
-        if response.status_code >= 400:
-            return f"HTTP {response.status_code}"
-        return None
 
     async def aclose(self) -> None:
         await self.client.close()
