@@ -36,7 +36,7 @@ from pydantic_ai.exceptions import (
     ModelServerError,
     ModelUnavailableError,
 )
-from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from plugins.llm_fallback import LLMFallbackModel, LLMProviderFallback, MemoryStateStore, ProviderSpec, StateStore
@@ -130,6 +130,8 @@ class FakeProviders:
       ``ungate(p)`` removes it;
     - ``hold_next(p, m=None)``: an ``asyncio.Event`` only the next call awaits;
     - ``cut_stream(p, error, m=None)``: streamed calls send their first chunk, then raise ``error``;
+    - ``bad_reply(p, kind, m=None)``: answer 200 with an unusable reply: ``"empty"`` (no text) or
+      ``"unknown_tool"`` (a call of a tool that does not exist); ``ok()`` ends it;
     - ``count(p, m=None)``: calls received (started), non-streamed and streamed together;
       ``log``: every call's ``(provider, model)`` in order.
     """
@@ -138,6 +140,7 @@ class FakeProviders:
     gates: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     holds: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     cuts: dict[tuple[str, str], Behaviour] = field(default_factory=dict)
+    bad: dict[tuple[str, str], str] = field(default_factory=dict)
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
     log: list[tuple[str, str]] = field(default_factory=list)
 
@@ -148,6 +151,11 @@ class FakeProviders:
         for key in self._keys(provider, model):
             self.behaviour[key] = "ok"
             self.cuts.pop(key, None)
+            self.bad.pop(key, None)
+
+    def bad_reply(self, provider: str, kind: str, model: str | None = None) -> None:
+        for key in self._keys(provider, model):
+            self.bad[key] = kind
 
     def fail(self, provider: str, error: Behaviour, model: str | None = None) -> None:
         for key in self._keys(provider, model):
@@ -209,6 +217,11 @@ class FakeProviders:
 
         async def function(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
             await self._enter(key)
+            bad = self.bad.get(key)
+            if bad == "empty":
+                return ModelResponse(parts=[TextPart("")])
+            if bad == "unknown_tool":
+                return ModelResponse(parts=[ToolCallPart("no_such_tool", {"x": 1})])
             return ModelResponse(parts=[TextPart(answer)])
 
         async def stream_function(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:

@@ -308,3 +308,23 @@ def test_bot_with_malformed_available_providers_exits_2_naming_it(tmp_path: Path
     assert "Traceback" not in result.stderr
     assert BOT_TOKEN not in result.stderr and OPENAI_KEY not in result.stderr
 
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "soon"])
+def test_bad_hedge_delay_is_refused_naming_the_setting(value, monkeypatch):
+    monkeypatch.setenv("LLM_HEDGE_DELAY", value)
+    with pytest.raises(ConfigError, match="LLM_HEDGE_DELAY"):
+        load_settings(_env_file=None)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("2", "2"), (" AUTO ", "auto"), ("", None)])
+def test_hedge_delay_accepts_seconds_and_auto(value, expected, monkeypatch):
+    monkeypatch.setenv("LLM_HEDGE_DELAY", value)
+    assert load_settings(_env_file=None).LLM_HEDGE_DELAY == expected
+
+
+def test_max_cooldown_below_the_cooldown_is_refused(monkeypatch):
+    monkeypatch.setenv("LLM_FAILURE_COOLDOWN", "600")
+    monkeypatch.setenv("LLM_MAX_COOLDOWN", "300")
+    with pytest.raises(ConfigError, match="LLM_MAX_COOLDOWN"):
+        load_settings(_env_file=None)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-from plugins.llm_fallback import OPENAI_DEFAULT_URL, ProviderSpec, ollama_api_url
+from plugins.llm_fallback import OPENAI_DEFAULT_URL, HedgePolicy, ProviderSpec, ollama_api_url
 
 # Provider order: 1st key = primary, 2nd = fallback (dicts keep insertion order).
 AVAILABLE_PROVIDERS: dict[str, list[str]] = {
@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     LLM_CONNECT_TIMEOUT: float = Field(3.0, gt=0)
     LLM_PREFERRED_TTL: int = Field(1800, gt=0)
     LLM_FAILURE_COOLDOWN: int = Field(300, gt=0)
+    LLM_MAX_COOLDOWN: int = Field(3600, gt=0)
+    LLM_HEDGE_DELAY: str | None = None
 
     # Conversations
     HISTORY_MAX_MESSAGES: int = Field(20, ge=2, le=200)
@@ -95,6 +97,14 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("LLM_HEDGE_DELAY")
+    @classmethod
+    def _hedge_delay(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        HedgePolicy.from_setting(value)  # raises ValueError naming the setting
+        return value.strip().lower()
+
     @field_validator("WEBHOOK_PATH")
     @classmethod
     def _path(cls, value: str) -> str:
@@ -114,6 +124,8 @@ class Settings(BaseSettings):
         order = self.AVAILABLE_PROVIDERS
         if not order:
             raise ValueError("AVAILABLE_PROVIDERS: at least one provider is required")
+        if self.LLM_MAX_COOLDOWN < self.LLM_FAILURE_COOLDOWN:
+            raise ValueError("LLM_MAX_COOLDOWN must be at least LLM_FAILURE_COOLDOWN")
         known = set(BUILTIN_PROVIDERS) | set(self.LLM_EXTRA_PROVIDERS)
         for name, models in order.items():
             if name not in known:

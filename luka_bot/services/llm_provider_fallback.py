@@ -26,6 +26,8 @@ def create_llm_provider_fallback(settings: Settings) -> LLMProviderFallback:
         build_store(settings.REDIS_URL, prefix=settings.REDIS_PREFIX),
         failure_cooldown=settings.LLM_FAILURE_COOLDOWN,
         preferred_ttl=settings.LLM_PREFERRED_TTL,
+        max_cooldown=settings.LLM_MAX_COOLDOWN,
+        hedge_delay=settings.LLM_HEDGE_DELAY,
     )
 
 

@@ -362,7 +362,6 @@ class LLMProviderFallback:
         seen_model = snapshot.failure(provider, model)
         if seen_model is not None:
             await self.store.delete_if_equal(cooldown_key(provider, model), seen_model.raw)
-        self._strikes.pop(provider, None)
         await self._release(plan, step, provider_too=True)
         await self._remember_preferred(snapshot, provider)
 

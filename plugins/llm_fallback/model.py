@@ -21,7 +21,14 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, RetryPromptPart
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    RetryFeedbackPart,
+    RetryPromptPart,
+    ToolReturnPart,
+)
 from pydantic_ai.models import ModelRequestParameters, StreamedResponse
 from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.settings import ModelSettings
@@ -213,12 +220,25 @@ class LLMFallbackModel(FallbackModel):
         return max(0.0, delay - attempt.elapsed())
 
 
+MODEL_FAULTS = frozenset({"validation_error", "unknown_tool", "no_output"})
+"""Retry causes that mean the model's reply was unusable (not a tool's own `ModelRetry`)."""
+
+
 def _rejected_provider(messages: list[ModelMessage]) -> str | None:
     """The provider whose last reply the agent could not use (it is asking again), if any."""
     if len(messages) < 2:
         return None
     last, previous = messages[-1], messages[-2]
     if isinstance(last, ModelRequest) and isinstance(previous, ModelResponse) and any(
-            isinstance(part, RetryPromptPart) for part in last.parts):
+            _is_model_fault(part) for part in last.parts):
         return answered_by(previous)
     return None
+
+
+def _is_model_fault(part: object) -> bool:
+    if isinstance(part, RetryPromptPart):
+        return True
+    retry = getattr(part, "retry", None)
+    if isinstance(part, ToolReturnPart) and part.outcome != "retried":
+        return False
+    return isinstance(part, ToolReturnPart | RetryFeedbackPart) and getattr(retry, "cause", None) in MODEL_FAULTS
