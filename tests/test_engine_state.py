@@ -933,3 +933,11 @@ async def test_a_stale_snapshot_does_not_probe_after_a_failed_probe(make_env, cl
     assert (await env.health("ollama"))["state"] == "cooling"
     assert await env.engine._take_probe(stale, "ollama") is None
     assert env.fakes.count("ollama") == 2
+
+
+async def test_a_burst_logs_the_preferred_provider_once(make_env, caplog):
+    env = make_env()
+    with caplog.at_level(logging.INFO, logger="llm_fallback"):
+        await asyncio.gather(*(env.ask(f"q{i}") for i in range(50)))
+    cached = [r for r in caplog.records if "cached as preferred" in r.getMessage()]
+    assert len(cached) == 1, "log state changes, not every request"

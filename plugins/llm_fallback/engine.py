@@ -251,6 +251,7 @@ class LLMProviderFallback:
         self.max_concurrent_requests = max_concurrent_requests
         self.hedge = HedgePolicy.from_setting(hedge_delay)
         self._background: set[asyncio.Task[None]] = set()
+        self._logged_preferred: str | None = None
         logger.info("✅ LLMProviderFallback initialized")
         logger.info("🔧 Provider order: %s", " → ".join(self.order))
         logger.info("🔧 Primary: %s, Fallback: %s", self.primary, ", ".join(self.order[1:]) or "none")
@@ -372,7 +373,8 @@ class LLMProviderFallback:
             return
         until = self.clock() + self.preferred_ttl
         await self.store.set(PREFERRED, Choice(provider, until).dump(), self.preferred_ttl)
-        if current is None or current.provider != provider:
+        if provider != self._logged_preferred:  # a change, logged once (not once per request of a burst)
+            self._logged_preferred = provider
             logger.info("✅ Provider %s healthy, cached as preferred", provider)
 
     def _cooldown_for(self, verdict: Verdict, ejections: int) -> float:
