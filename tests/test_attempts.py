@@ -214,7 +214,7 @@ async def test_no_probe_lease_for_a_provider_a_healthier_one_ahead_will_serve(ma
 async def _ask_while_the_loop_is_blocked(env: Env, block: float) -> str:
     async def hog() -> None:
         await wait_until(lambda: env.fakes.count("ollama") == 1)
-        time.sleep(block)  # this process's own CPU work, not the provider's fault
+        time.sleep(block)  # noqa: ASYNC251 - this process's own CPU work, not the provider's fault
 
     hogger = asyncio.create_task(hog())
     result = await env.agent.run("hi", model_settings={"request_timeout": 0.3})

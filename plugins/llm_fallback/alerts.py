@@ -44,7 +44,7 @@ class AdminAlerts:
             text = self._text(event)
             for admin_id in self.admin_ids:
                 await self.bot.send_message(admin_id, text)
-        except Exception:  # noqa: BLE001 - an admin who blocked the bot must not break anything
+        except Exception:
             logger.warning("could not send an LLM admin alert (%s)", event.kind, exc_info=True)
 
     def _text(self, event: HealthEvent) -> str:

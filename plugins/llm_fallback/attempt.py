@@ -122,7 +122,7 @@ class ProviderAttempt:
         self._stamp(response)
         # `StreamedResponse.__aiter__` hands out the iterator stored here: the consumer gets the
         # first event again, then the rest through `_observe`, which sees the stream's real end.
-        response._event_iterator = self._observe(events, first)  # noqa: SLF001
+        response._event_iterator = self._observe(events, first)
         return response
 
     async def _observe(self, events: AsyncIterator[Any], first: Any) -> AsyncIterator[Any]:
@@ -137,7 +137,7 @@ class ProviderAttempt:
                 await self._broke_off(DeadlineExceeded(
                     f"the stream stalled past the request's deadline ({self.elapsed():.1f}s)"))
                 raise
-            except Exception as error:  # noqa: BLE001 - classified: the provider's fault or not
+            except Exception as error:
                 await self._broke_off(error)
                 raise
             yield event

@@ -68,7 +68,7 @@ class LLMFallbackModel(FallbackModel):
 
     def _start_request_deadline(self, model_settings: ModelSettings | None, *, stream: bool) -> None:
         """Deadlines are enforced per attempt (`ProviderAttempt`), never around the whole chain."""
-        return None
+        return
 
     def _attempt(self, plan: Plan, step: Step, settings: ModelSettings | None, *, streamed: bool) -> ProviderAttempt:
         model = self.engine.models[step.provider][step.model.name]

@@ -24,7 +24,6 @@ from pydantic_ai.providers.ollama import OllamaProvider
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.settings import ModelSettings
 
-
 logger = logging.getLogger(__name__)
 
 ProviderKind = Literal["ollama", "openai"]
