@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from luka_bot.core.config import ConfigError, load_settings
 from luka_bot.services.state_stores import build_stores
 from plugins.llm_fallback import FailsafeStore, MemoryStateStore, RedisStateStore
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, http_error
 from tests.fakes.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -258,3 +258,21 @@ def test_sentinel_settings_are_parsed_and_checked():
         with pytest.raises(ConfigError, match="REDIS_"):
             load_settings(_env_file=None, **bad)
     assert load_settings(_env_file=None, REDIS_URL="rediss://cache.example:6380/0").REDIS_URL.startswith("rediss")
+
+
+async def test_llm_clear_of_one_bot_leaves_the_other_bots_failover_state(redis_url: str, make_env):
+    first_stores = build_stores(_settings(redis_url, "111:first-token"))
+    second_stores = build_stores(_settings(redis_url, "222:second-token"))
+    first = make_env(store=first_stores.failover)
+    second = make_env(store=second_stores.failover, fakes=first.fakes)
+    try:
+        first.fakes.fail("ollama", lambda: http_error(500, "m1"))
+        assert await first.ask() == "openai/g1"
+        assert await second.ask() == "openai/g1"
+        assert first.fakes.count("ollama") == 2  # each bot learned it on its own: separate namespaces
+        await first.engine.clear_cache()
+        assert (await first.health("ollama"))["state"] == "healthy"
+        assert (await second.health("ollama"))["state"] == "cooling"
+    finally:
+        await first_stores.close()
+        await second_stores.close()
