@@ -155,7 +155,7 @@ def _expected(user: int, rounds: range) -> list[str]:
 async def test_turns_written_while_redis_is_paused_reach_redis_in_order_exactly_once(chat: Chat, own_redis):
     users = range(1, 6)
     threads = {user: await chat.conversations.start_thread(user) for user in users}
-    await _write_turns(chat, threads, range(0, 2))
+    await _write_turns(chat, threads, range(2))
 
     own_redis.pause()  # hung: the first writes time out (and run on Redis when it wakes up)
     await _write_turns(chat, threads, range(2, 8))
@@ -170,7 +170,7 @@ async def test_turns_written_while_redis_is_paused_reach_redis_in_order_exactly_
                          _write_turns(chat, threads, range(8, 10)))
     assert chat.stores.kind == "redis"
     for user in users:
-        assert await chat.turns_in_redis(user, threads[user]) == _expected(user, range(0, 10))
+        assert await chat.turns_in_redis(user, threads[user]) == _expected(user, range(10))
     assert await chat.raw.get(f"{PREFIX}thread:current:99") == new_thread
     assert await chat.turns_in_redis(99, new_thread) == ["q", "a"]
     assert chat.stores.shared is not None and chat.stores.shared.pending == 0
@@ -181,13 +181,13 @@ async def test_turns_written_while_redis_is_dead_reach_the_restarted_redis(chat:
     users = range(1, 4)
     threads = {user: await chat.conversations.start_thread(user) for user in users}
     own_redis.kill()
-    await _write_turns(chat, threads, range(0, 3))
+    await _write_turns(chat, threads, range(3))
     chat.monotonic.now += 5
     await _write_turns(chat, threads, range(3, 5))  # still dead at the retry: stays queued
     own_redis.restart()  # empty: what it held before died with it
     chat.monotonic.now += 5
     await _write_turns(chat, threads, range(5, 6))
     for user in users:
-        assert await chat.turns_in_redis(user, threads[user]) == _expected(user, range(0, 6))
+        assert await chat.turns_in_redis(user, threads[user]) == _expected(user, range(6))
     back = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(back) == 1 and "written back" in back[0], back

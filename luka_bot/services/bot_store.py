@@ -25,6 +25,7 @@ from typing import Protocol
 from plugins.llm_fallback import MemoryStateStore, RedisStateStore, SharedRedis
 from plugins.llm_fallback.stores import Clock
 
+
 class BotStore(Protocol):
     """Key/value with expiry plus bounded lists: what the bot keeps."""
 

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 from redis import Redis
 
@@ -43,7 +44,7 @@ class SentinelCluster:
         """The ``REDIS_SENTINELS`` value for this cluster."""
         return ",".join(f"{host}:{port}" for host, port in self.sentinels)
 
-    def start(self) -> SentinelCluster:
+    def start(self) -> Self:
         self.master.start()
         self.replica = RedisServer(extra_args=("--replicaof", HOST, str(self.master.port))).start()
         for port in self.sentinel_ports:
@@ -93,7 +94,7 @@ class SentinelCluster:
         return self.master_address()
 
     @staticmethod
-    def _wait(predicate, timeout: float, message: str) -> None:  # noqa: ANN001 - a zero-argument check
+    def _wait(predicate, timeout: float, message: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -119,7 +120,7 @@ class SentinelCluster:
         self.master.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    def __enter__(self) -> SentinelCluster:
+    def __enter__(self) -> Self:
         try:
             return self.start()
         except BaseException:

@@ -120,7 +120,7 @@ class SharedRedis:
                         await write.apply()
                     except STORE_ERRORS:
                         raise
-                    except Exception as error:  # a bug in one write must not block the others
+                    except Exception as error:  # noqa: BLE001 - a bug in one write must not block the others
                         logger.error("a write made while Redis was away could not be written back: %r", error)
                     self._pending.popleft()
                     written += 1
