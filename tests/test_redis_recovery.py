@@ -18,7 +18,7 @@ from luka_bot.core.config import ConfigError, load_settings
 from luka_bot.services.state_stores import build_stores
 from plugins.llm_fallback import FailsafeStore, MemoryStateStore, RedisStateStore
 from tests.conftest import FakeClock, http_error
-from tests.fakes.redis_server import RedisServer
+from tests.fakes.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -276,3 +276,19 @@ async def test_llm_clear_of_one_bot_leaves_the_other_bots_failover_state(redis_u
     finally:
         await first_stores.close()
         await second_stores.close()
+
+
+async def test_check_says_which_store_is_really_in_use(redis_url: str, caplog):
+    caplog.set_level(logging.WARNING)
+    healthy = build_stores(_settings(redis_url, "5:t"))
+    refused = build_stores(_settings(f"redis://127.0.0.1:{free_port()}/0", "5:t"))
+    memory = build_stores(load_settings(_env_file=None, BOT_TOKEN="5:t"))
+    try:
+        assert await healthy.check() == "redis"
+        assert await refused.check() == "degraded"
+        assert await memory.check() == "memory"
+        errors = _store_logs(caplog, logging.ERROR)
+        assert len(errors) == 1 and "Connection" in errors[0].getMessage() and errors[0].exc_info is None
+    finally:
+        for stores in (healthy, refused, memory):
+            await stores.close()

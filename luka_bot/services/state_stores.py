@@ -37,6 +37,10 @@ class Stores:
         """`redis`, `degraded` (Redis configured, not answering) or `memory`."""
         return self.shared.kind if self.shared else "memory"
 
+    async def check(self) -> str:
+        """Try Redis now and return the kind in use: say this in the start-up line, not a guess."""
+        return await self.shared.check() if self.shared else "memory"
+
     async def close(self) -> None:
         await self.failover.close()
         await self.bot.close()

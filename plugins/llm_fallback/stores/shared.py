@@ -97,6 +97,17 @@ class SharedRedis:
                     self._went_down(name, error)
         return await local_call()
 
+    async def check(self) -> str:
+        """Try Redis now (one PING, or a recovery if it is due) and return `kind` (e.g. for a start-up line)."""
+        async def ping() -> None:
+            await self.client.ping()
+
+        async def nothing() -> None:
+            return None
+
+        await self.run("ping", ping, nothing)
+        return self.kind
+
     def _went_down(self, name: str, error: BaseException) -> None:
         now = self._monotonic()
         self._retry_at = now + self.retry_interval
