@@ -40,7 +40,7 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCall
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from plugins.llm_fallback import LLMFallbackModel, LLMProviderFallback, MemoryStateStore, ProviderSpec, StateStore
-from tests.fakes.redis_server import redis_server, redis_url  # noqa: F401
+from tests.fakes.redis_fixtures import own_redis, redis_server, redis_url  # noqa: F401
 
 OPENAI_KEY = "sk-test-SECRET-abcdef123456"
 """The openai ProviderSpec's API key: it must never show up in errors, logs or status."""

@@ -14,14 +14,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 
 from plugins.llm_fallback import FailsafeStore, MemoryStateStore, RedisStateStore, StateStore
 from tests.conftest import FakeClock, http_error, wait_until
-from tests.fakes.redis_server import RedisServer, redis_server_available
+from tests.fakes.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -155,10 +155,9 @@ async def test_only_if_absent_is_atomic_under_concurrency(case: Case):
 async def test_delete_counts_what_it_deleted(case: Case):
     await case.store.set("a", "1", 60)
     await case.store.set("b", "2", 60)
-    await case.store.push_bounded("l", "x", max_len=3, ttl=60)
-    assert await case.store.delete("a", "missing", "l") == 2
-    assert await case.store.get_many(["a", "b"]) == [None, "2"]
-    assert await case.store.get_list("l") == []
+    await case.store.set("c", "3", 60)
+    assert await case.store.delete("a", "missing", "c") == 2
+    assert await case.store.get_many(["a", "b", "c"]) == [None, "2", None]
     assert await case.store.delete() == 0
 
 
@@ -197,10 +196,8 @@ async def test_clear_pattern_touches_only_matching_keys_of_this_namespace(case: 
             None, None, "v", "v"]
         assert await other.get_many(["cooldown:ollama"]) == ["theirs"]
 
-        await store.push_bounded("history:1", "m", max_len=5, ttl=60)
-        assert await store.clear() == 3  # probe, preferred, the list
+        assert await store.clear() == 2  # probe, preferred
         assert await store.get_many(["probe:ollama", "preferred"]) == [None, None]
-        assert await store.get_list("history:1") == []
         assert await other.get_many(["cooldown:ollama"]) == ["theirs"]
         assert await store.clear("nothing:*") == 0
     finally:
@@ -220,39 +217,6 @@ async def test_clear_leaves_keys_outside_the_prefix_alone(redis_url):
         await store.close()
 
 
-# --- bounded lists --------------------------------------------------------------------------------------------------
-
-
-async def test_push_bounded_keeps_the_last_n_in_order(case: Case):
-    store = case.store
-    assert await store.get_list("history:42") == []
-    for i in range(1, 6):
-        await store.push_bounded("history:42", f"m{i}", max_len=3, ttl=60)
-    assert await store.get_list("history:42") == ["m3", "m4", "m5"]
-    await store.push_bounded("history:42", "m6", max_len=3, ttl=60)
-    assert await store.get_list("history:42") == ["m4", "m5", "m6"]
-
-
-async def test_list_expires_ttl_after_the_last_push(case: Case):
-    store = case.store
-    if case.kind == "redis":
-        await store.push_bounded("h", "a", max_len=5, ttl=10)
-        await store.client.pexpire(store.prefix + "h", 2_000)  # as if 8 s had passed
-        await store.push_bounded("h", "b", max_len=5, ttl=10)
-        assert 9_000 < await case.pttl("h") <= 10_000
-        await store.push_bounded("h", "c", max_len=5, ttl=0.05)
-        await asyncio.sleep(0.1)
-        assert await store.get_list("h") == []
-    else:
-        await store.push_bounded("h", "a", max_len=5, ttl=10)
-        case.clock.advance(8)
-        await store.push_bounded("h", "b", max_len=5, ttl=10)
-        case.clock.advance(8)
-        assert await store.get_list("h") == ["a", "b"]
-        case.clock.advance(2)
-        assert await store.get_list("h") == []
-
-
 # --- FailsafeStore over a Redis that goes away -----------------------------------------------------------------------
 
 
@@ -262,15 +226,6 @@ class Monotonic:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A redis-server of this test's own: killing it affects no other test."""
-    if not redis_server_available():
-        pytest.skip("redis-server is not installed")
-    with RedisServer() as server:
-        yield server
 
 
 @dataclass
@@ -316,10 +271,6 @@ async def test_failsafe_serves_locally_while_redis_is_down_and_comes_back(failsa
     assert await store.set("probe:ollama", "t1", 30, only_if_absent=True) is True
     assert await store.set("probe:ollama", "t2", 30, only_if_absent=True) is False
     assert await store.delete_if_equal("probe:ollama", "t1") is True
-    await store.push_bounded("h", "a", max_len=2, ttl=60)
-    await store.push_bounded("h", "b", max_len=2, ttl=60)
-    await store.push_bounded("h", "c", max_len=2, ttl=60)
-    assert await store.get_list("h") == ["b", "c"]
     assert await store.get_many(["cooldown:ollama"]) == ["rec"]
 
     # Retrying after the interval while Redis is still down: no new error line.

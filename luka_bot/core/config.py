@@ -53,9 +53,16 @@ class Settings(BaseSettings):
     WEBHOOK_SECRET: SecretStr | None = None
     LOG_LEVEL: str = "INFO"
 
-    # Shared state
+    # Shared state (Redis; unset: process memory)
     REDIS_URL: str | None = None
-    REDIS_PREFIX: str = "llm:"
+    REDIS_SENTINELS: Annotated[list[tuple[str, int]], NoDecode] = []
+    REDIS_SENTINEL_MASTER: str | None = None
+    REDIS_PREFIX: str | None = None  # failover state; default llm:<bot id>:
+    REDIS_BOT_PREFIX: str | None = None  # conversations; default luka:<bot id>:
+    REDIS_MAX_CONNECTIONS: int = Field(20, ge=1, le=10_000)
+    REDIS_POOL_TIMEOUT: float = Field(5.0, gt=0)
+    REDIS_SOCKET_TIMEOUT: float = Field(0.5, gt=0)
+    REDIS_RETRY_INTERVAL: float = Field(5.0, gt=0)
 
     # Ollama
     OLLAMA_URL: str = "http://localhost:11434"
@@ -90,8 +97,30 @@ class Settings(BaseSettings):
             return [value]
         return value
 
+    @field_validator("REDIS_SENTINELS", mode="before")
+    @classmethod
+    def _split_sentinels(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        sentinels = []
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            host, _, port = part.rpartition(":")
+            if not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port, got {part!r}")
+            sentinels.append((host.strip("[]"), int(port)))
+        return sentinels
+
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
+        return value
+
     @field_validator("OPENAI_API_KEY", "OPENAI_BASE_URL", "OLLAMA_MODEL_NAME", "OPENAI_MODEL_NAME",
-                     "REDIS_URL", "TELEGRAM_API_URL", "BOT_TOKEN", "WEBHOOK_URL", "WEBHOOK_SECRET",
+                     "REDIS_URL", "REDIS_SENTINEL_MASTER", "REDIS_PREFIX", "REDIS_BOT_PREFIX", "TELEGRAM_API_URL", "BOT_TOKEN", "WEBHOOK_URL", "WEBHOOK_SECRET",
                      mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
@@ -118,6 +147,27 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("WEBHOOK_URL must be an http(s) URL")
         return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _check_redis(self) -> Settings:
+        if bool(self.REDIS_SENTINELS) != bool(self.REDIS_SENTINEL_MASTER):
+            raise ValueError("REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together (Sentinel host:port list and "
+                             "the master's name)")
+        plugin, bot = self.redis_prefixes()
+        if plugin.startswith(bot) or bot.startswith(plugin):
+            raise ValueError(f"REDIS_PREFIX ({plugin!r}) and REDIS_BOT_PREFIX ({bot!r}) must not overlap: "
+                             "clearing the failover state would delete conversations")
+        return self
+
+    def redis_prefixes(self) -> tuple[str, str]:
+        """Key prefixes of the failover state and of the bot's data: `llm:<bot id>:`, `luka:<bot id>:` by default.
+
+        The bot id is the number before ':' in `BOT_TOKEN`, so two bots can share one Redis.
+        """
+        token = self.BOT_TOKEN.get_secret_value() if self.BOT_TOKEN else ""
+        bot_id, colon, _ = token.partition(":")
+        scope = f"{bot_id}:" if colon and bot_id.isascii() and bot_id.isdigit() else ""
+        return self.REDIS_PREFIX or f"llm:{scope}", self.REDIS_BOT_PREFIX or f"luka:{scope}"
 
     @model_validator(mode="after")
     def _check_providers(self) -> Settings:

@@ -14,10 +14,12 @@ from luka_bot.core.config import ConfigError, Settings
 from luka_bot.core.i18n import build_i18n
 from luka_bot.core.telegram_retry import RetryAfterMiddleware
 from luka_bot.handlers import get_routers
+from luka_bot.services.bot_store import BotStore
 from luka_bot.services.conversations import Conversations
 from luka_bot.services.llm_model_factory import LLMModelFactory
 from luka_bot.services.llm_provider_fallback import create_llm_provider_fallback, set_llm_provider_fallback
-from plugins.llm_fallback import LLMProviderFallback, StateStore, build_store, set_bot_commands, setup_llm_fallback
+from luka_bot.services.state_stores import Stores, build_stores
+from plugins.llm_fallback import LLMProviderFallback, set_bot_commands, setup_llm_fallback
 
 
 def N_(text: str) -> str:  # noqa: N802 - marks a msgid for extraction; translated where it is shown
@@ -39,8 +41,9 @@ class App:
     bot: Bot
     dp: Dispatcher
     fallback: LLMProviderFallback
-    bot_store: StateStore
+    bot_store: BotStore
     i18n: I18n
+    stores: Stores
 
 
 def build_bot(settings: Settings) -> Bot:
@@ -55,9 +58,10 @@ def build_bot(settings: Settings) -> Bot:
 
 def build_app(settings: Settings, *, fallback: LLMProviderFallback | None = None, bot: Bot | None = None) -> App:
     bot = bot or build_bot(settings)
-    fallback = fallback or create_llm_provider_fallback(settings)
+    stores = build_stores(settings)
+    fallback = fallback or create_llm_provider_fallback(settings, stores.failover)
     set_llm_provider_fallback(fallback)
-    bot_store = build_store(settings.REDIS_URL, prefix="luka:")
+    bot_store = stores.bot
     i18n = build_i18n(settings.DEFAULT_LANGUAGE)
 
     dp = Dispatcher(bot_store=bot_store,
@@ -78,8 +82,8 @@ def build_app(settings: Settings, *, fallback: LLMProviderFallback | None = None
 
     async def on_shutdown() -> None:
         await fallback.aclose()
-        await bot_store.close()
+        await stores.close()
 
     dp.startup.register(on_startup)
     dp.shutdown.register(on_shutdown)
-    return App(settings, bot, dp, fallback, bot_store, i18n)
+    return App(settings, bot, dp, fallback, bot_store, i18n, stores)

@@ -10,9 +10,9 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 from aiogram.utils.i18n import gettext as _
 
+from luka_bot.services.bot_store import BotStore
 from luka_bot.services.llm_model_factory import LLMModelFactory
 from luka_bot.services.moderation_service import evaluate_message_moderation
-from plugins.llm_fallback import StateStore
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def build_router() -> Router:
     router.message.filter(GROUPS)
 
     @router.message(Command("moderation"))
-    async def switch(message: Message, command: CommandObject, bot: Bot, bot_store: StateStore) -> None:
+    async def switch(message: Message, command: CommandObject, bot: Bot, bot_store: BotStore) -> None:
         arg = (command.args or "").strip().lower()
         if arg not in {"on", "off"}:
             await message.answer(_("Usage: /moderation on|off"))
@@ -50,7 +50,7 @@ def build_router() -> Router:
             await message.answer(_("Moderation is off in this group."))
 
     @router.message(F.text & ~F.text.startswith("/"))
-    async def judge(message: Message, bot: Bot, bot_store: StateStore, llm_models: LLMModelFactory) -> None:
+    async def judge(message: Message, bot: Bot, bot_store: BotStore, llm_models: LLMModelFactory) -> None:
         (enabled,) = await bot_store.get_many([_key(message.chat.id)])
         if enabled != "on" or message.from_user is None or message.from_user.is_bot:
             return

@@ -1,7 +1,8 @@
-"""Conversation threads and their recent history, kept in the state store (Redis or memory).
+"""Conversation threads and their recent history, kept in the bot's store (Redis or memory).
 
 Per user: the current thread id, a bounded list of threads (id, name) and, per thread, the
-last `max_messages` turns. Everything expires `ttl` seconds after its last use.
+last `max_messages` turns. Everything expires `ttl` seconds after its last use. Each stored
+turn carries a random id, so a turn written back twice after a Redis outage is kept once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
 
-from plugins.llm_fallback.stores import StateStore
+from luka_bot.services.bot_store import BotStore
 
 MAX_THREADS = 20
 
@@ -26,7 +27,7 @@ class Thread:
 
 
 class Conversations:
-    def __init__(self, store: StateStore, *, max_messages: int = 20, ttl: float = 7 * 24 * 3600):
+    def __init__(self, store: BotStore, *, max_messages: int = 20, ttl: float = 7 * 24 * 3600):
         self.store = store
         self.max_messages = max_messages
         self.ttl = ttl
@@ -61,7 +62,9 @@ class Conversations:
         return messages
 
     async def add_turn(self, user_id: int, thread_id: str, question: str, answer: str) -> None:
-        key = f"history:{user_id}:{thread_id}"
-        for role, text in (("user", question), ("assistant", answer)):
-            await self.store.push_bounded(key, json.dumps({"role": role, "text": text}), max_len=self.max_messages,
-                                          ttl=self.ttl)
+        turn = secrets.token_hex(6)
+        await self.store.push_bounded(
+            f"history:{user_id}:{thread_id}",
+            json.dumps({"role": "user", "text": question, "id": f"{turn}q"}),
+            json.dumps({"role": "assistant", "text": answer, "id": f"{turn}a"}),
+            max_len=self.max_messages, ttl=self.ttl)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Literal
 
 from luka_bot.core.config import Settings, get_settings
-from plugins.llm_fallback import LLMProviderFallback, build_store
+from luka_bot.services.state_stores import build_failover_store
+from plugins.llm_fallback import LLMProviderFallback, StateStore
 
 ProviderType = Literal["ollama", "openai"]
 
@@ -19,11 +20,11 @@ __all__ = ["LLMProviderFallback", "ProviderType", "create_llm_provider_fallback"
 _fallback: LLMProviderFallback | None = None
 
 
-def create_llm_provider_fallback(settings: Settings) -> LLMProviderFallback:
-    """A new fallback service for these settings (Redis store if `REDIS_URL`, else memory)."""
+def create_llm_provider_fallback(settings: Settings, store: StateStore | None = None) -> LLMProviderFallback:
+    """A new fallback service for these settings, on `store` (default: Redis if configured, else memory)."""
     return LLMProviderFallback(
         settings.provider_specs(),
-        build_store(settings.REDIS_URL, prefix=settings.REDIS_PREFIX),
+        store if store is not None else build_failover_store(settings),
         failure_cooldown=settings.LLM_FAILURE_COOLDOWN,
         preferred_ttl=settings.LLM_PREFERRED_TTL,
         max_cooldown=settings.LLM_MAX_COOLDOWN,

@@ -4,7 +4,7 @@
   which provider next: routing.py; what is stored under which key: state.py;
 - `LLMFallbackModel` (model.py): the pydantic-ai model that falls back per request, one
   `ProviderAttempt` (attempt.py) per provider/model tried;
-- stores (stores.py): Redis (shared) and memory;
+- stores (stores/): Redis (shared, one bounded pool, Sentinel) and memory;
 - `setup_llm_fallback(dp, fallback, admin_ids=…)` (setup.py): middleware, admin commands, alerts.
 """
 
@@ -18,7 +18,17 @@ from .loop_lag import LoopLagMonitor
 from .model import LLMFallbackModel
 from .providers import OPENAI_DEFAULT_URL, ProviderSpec, ollama_api_url
 from .setup import set_bot_commands, setup_llm_fallback
-from .stores import FailsafeStore, MemoryStateStore, RedisStateStore, StateStore, build_store
+from .stores import (
+    FailsafeStore,
+    MemoryStateStore,
+    PendingWrite,
+    RedisOptions,
+    RedisStateStore,
+    SharedRedis,
+    StateStore,
+    build_store,
+    connect_redis,
+)
 
 __all__ = [
     "OPENAI_DEFAULT_URL",
@@ -37,13 +47,17 @@ __all__ = [
     "LoopLagMonitor",
     "MemoryStateStore",
     "ModelFactory",
+    "PendingWrite",
     "ProviderSpec",
+    "RedisOptions",
     "RedisStateStore",
+    "SharedRedis",
     "StateStore",
     "StreamCutError",
     "answered_by",
     "build_store",
     "classify",
+    "connect_redis",
     "ollama_api_url",
     "redact",
     "set_bot_commands",

@@ -1,12 +1,7 @@
-"""A real ``redis-server`` on a free loopback port, plus pytest fixtures.
+"""A real ``redis-server`` on a free loopback port (no pytest needed: benchmarks use it too).
 
-To use the fixtures, a conftest needs just::
-
-    from tests.fakes.redis_server import redis_server, redis_url  # noqa: F401
-
-``redis_server`` is session-scoped (skipped only when ``redis-server`` is not
-installed); ``redis_url`` is function-scoped: it FLUSHALLs the session server
-and brings it back first if an earlier test killed, stopped or paused it.
+The pytest fixtures ``redis_server`` / ``redis_url`` live in ``tests/fakes/redis_fixtures.py``
+(the top-level conftest loads them); importing them from here still works.
 
 Failure simulation: ``kill()`` (SIGKILL, a crash), ``pause()``/``resume()``
 (SIGSTOP/SIGCONT, a hung server), ``restart()`` (same port, empty data).
@@ -21,11 +16,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
-
-import pytest
 
 HOST: Final = "127.0.0.1"
 STARTUP_TIMEOUT: Final = 5.0
@@ -61,9 +53,11 @@ def redis_command(port: int, *args: str, timeout: float = 1.0) -> bytes:
 class RedisServer:
     """A ``redis-server`` subprocess without persistence, bound to 127.0.0.1."""
 
-    def __init__(self, port: int = 0, *, executable: str = "redis-server") -> None:
+    def __init__(self, port: int = 0, *, executable: str = "redis-server", extra_args: tuple[str, ...] = ()) -> None:
         self.port = port
         self.executable = executable
+        self.extra_args = extra_args
+        """More command-line options, e.g. ``("--replicaof", "127.0.0.1", "6379")``."""
         self.process: subprocess.Popen[bytes] | None = None
         self.paused = False
         self._dir: Path | None = None
@@ -153,6 +147,7 @@ class RedisServer:
             "--appendonly", "no",
             "--dir", str(self._dir),
             "--daemonize", "no",
+            *self.extra_args,
         ]  # fmt: skip
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
@@ -198,21 +193,10 @@ class RedisServer:
         os.kill(self.process.pid, sig)
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """One real redis-server for the whole session."""
-    if not redis_server_available():
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    with RedisServer() as server:
-        yield server
+def __getattr__(name: str) -> object:
+    """The pytest fixtures, for test modules that import them from here (loaded only then)."""
+    if name in ("redis_server", "redis_url"):
+        from tests.fakes import redis_fixtures
 
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    """URL of the session server, healthy and empty (FLUSHALL) for this test."""
-    if redis_server.paused:
-        redis_server.resume()
-    if not redis_server.running:
-        redis_server.restart()
-    redis_server.flushall()
-    return redis_server.url
+        return getattr(redis_fixtures, name)
+    raise AttributeError(name)
