@@ -21,21 +21,11 @@ from hypothesis import strategies as st
 
 from plugins.llm_fallback.alerts import AdminAlerts
 from plugins.llm_fallback.engine import MAX_FORCE_SECONDS, MIN_FORCE_SECONDS
-from tests.test_bot_handlers import (  # noqa: F401 - fixtures used by name
-    ADMIN,
-    BOT_USER,
-    GROUP,
-    REFUSAL,
-    USAGE_PREFIX,
-    USER,
-    Env,
-    callback_update,
-    env,
-    llms,
-    make_env,
-    message_update,
-    user,
-)
+from tests import test_bot_handlers as handlers
+from tests.test_bot_handlers import ADMIN, BOT_USER, GROUP, REFUSAL, USAGE_PREFIX, USER, Env, callback_update, user
+
+# The bot under test, built like in test_bot_handlers (fixtures shared by assignment).
+llms, make_env, env = handlers.llms, handlers.make_env, handlers.env
 
 PRIVATE_ONLY = "🔒 LLM admin commands work only in a private chat with the bot."
 UNKNOWN_ACTION = "Unknown action."

@@ -20,7 +20,6 @@ from luka_bot.services.llm_model_factory import LLMModelFactory
 from luka_bot.services.llm_provider_fallback import create_llm_provider_fallback, set_llm_provider_fallback
 from plugins.llm_fallback import LLMProviderFallback, StateStore, build_store, set_bot_commands, setup_llm_fallback
 
-
 logger = logging.getLogger("luka_bot")
 
 
