@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import pytest
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import Update
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -112,6 +113,13 @@ async def test_status_buttons_in_a_group_get_a_pointer_and_change_nothing(env: E
     assert env.api.of("editMessageText") == [] and env.api.sent() == []
     assert await env.state() == before
     assert env.primary.count() == 0
+
+
+async def test_a_failing_status_edit_still_answers_the_button(env: Env) -> None:
+    env.api.fail_next("editMessageText", 400, "Bad Request: message to edit not found")
+    with pytest.raises(TelegramBadRequest):  # surfaces to aiogram's error log, as before
+        await env.press("llmadm:refresh:", user_id=ADMIN)
+    assert len(_answers(env)) == 1
 
 
 async def test_a_callback_no_router_knows_is_answered_without_text(env: Env) -> None:

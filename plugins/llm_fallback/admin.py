@@ -214,9 +214,9 @@ def build_admin_router(admin_ids: Collection[int]) -> Router:
         elif callback_data.action != "refresh":
             await query.answer(_("Unknown action."), show_alert=True)
             return
+        await query.answer(note)  # first: a failing edit below must not leave the button spinning
         if isinstance(query.message, Message):
             await send_status(query.message, llm_fallback, edit=True)
-        await query.answer(note)
 
     @router.callback_query(our_button, private, is_admin)
     async def button_data_not_understood(query: CallbackQuery) -> None:
