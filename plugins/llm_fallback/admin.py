@@ -69,35 +69,39 @@ def is_admin_button_data(data: str | None) -> bool:
 
 
 def render_status(stats: dict[str, Any]) -> Text:
-    """`/llm_status` as formatted text (entities, so no parse errors on any error text)."""
+    """`/llm_status` as formatted text (entities, so no parse errors on any error text).
+
+    Reads the fields it knows from the engine's stats and ignores any others, so the engine can
+    add fields without breaking the status.
+    """
     lines: list[Any] = [as_line(Bold(_("🤖 LLM providers")))]
     for index, (name, health) in enumerate(stats["provider_health"].items(), start=1):
         lines.append(as_line(f"{index}. ", Bold(name), " — ", _state_text(health)))
-        if health["last_error"]:
+        if health.get("last_error"):
             lines.append(as_line("   ", _("last error {ago} ago: {error}",
-                                          ago=duration(health["last_error_seconds_ago"] or 0),
+                                          ago=duration(health.get("last_error_seconds_ago") or 0),
                                           error=health["last_error"])))
-        if health["unavailable_models"]:
+        if health.get("unavailable_models"):
             lines.append(as_line("   ", _("models not found: {models}",
                                           models=", ".join(health["unavailable_models"]))))
-    preferred = stats["preferred_provider"] or _("none")
+    preferred = stats.get("preferred_provider") or _("none")
     lines.append(as_line(_("Preferred (cached): {provider}", provider=preferred)))
-    if stats["forced_provider"]:
+    if stats.get("forced_provider"):
         lines.append(as_line(_("Forced: {provider}, {left} left", provider=stats["forced_provider"],
-                               left=duration(stats["forced_seconds_left"] or 0))))
+                               left=duration(stats.get("forced_seconds_left") or 0))))
     else:
         lines.append(as_line(_("Forced: none")))
-    lines.append(as_line(_("State store: {store}", store=_store_text(stats["store"]))))
+    lines.append(as_line(_("State store: {store}", store=_store_text(stats.get("store", "?")))))
     return Text(*lines)
 
 
 def _state_text(health: dict[str, Any]) -> str:
-    state = health["state"]
+    state = health.get("state")
     if state == "not_configured":
         return _("⚪ not configured")
     if state == "cooling":
         return _("🔴 cooling down, {left} left (failures: {count})",
-                 left=duration(health["cooldown_seconds_left"]), count=health["failures"])
+                 left=duration(health.get("cooldown_seconds_left") or 0), count=health.get("failures", 0))
     if state == "half_open":
         return _("🟡 cooldown over, next request probes it")
     return _("🟢 healthy")
