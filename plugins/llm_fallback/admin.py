@@ -23,7 +23,6 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message, Telegram
 from aiogram.utils.formatting import Bold, Text, as_line
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from .alerts import forget_announced
 from .engine import MAX_FORCE_SECONDS, MIN_FORCE_SECONDS, LLMProviderFallback
 from .texts import _, duration
 
@@ -188,9 +187,7 @@ def build_admin_router(admin_ids: Collection[int]) -> Router:
             if command.args:
                 await message.answer(_("Usage: /llm_clear (no arguments)."))
                 return
-            cleared = await llm_fallback.clear_cache()
-            await forget_announced(llm_fallback.store)
-            await message.answer(_cleared_text(cleared))
+            await message.answer(_cleared_text(await llm_fallback.clear_cache()))
 
     @router.message(Command(*ADMIN_COMMANDS), private)
     async def not_admin(message: Message) -> None:
@@ -210,7 +207,6 @@ def build_admin_router(admin_ids: Collection[int]) -> Router:
                      left=duration(BUTTON_FORCE_SECONDS))
         elif callback_data.action == "clear":
             await llm_fallback.clear_cache()
-            await forget_announced(llm_fallback.store)
             note = _("Cleared")
         elif callback_data.action == "check":
             problems = await llm_fallback.check_providers()

@@ -4,7 +4,7 @@ Down/recovered alerts are deduplicated per provider by state transition, across 
 sharing the store: `alert:<provider>` holds the state admins were last told ("down" or
 "recovered"), and only the process whose compare-and-set moves it sends the alert. So an outage
 is announced once however many processes see it, and down → recovered → down always ends on
-"down". A wiped key (`/llm_clear` clears the namespace) just means the next change is announced.
+"down". A wiped key (`/llm_clear` clears the whole namespace) means the next change is announced.
 "Every provider failed" is sent at most once per cooldown window (`SET NX` on
 `alert:all_failed`). Sending happens in the background, in event order: an alert never delays or
 breaks an LLM call.
@@ -15,13 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Collection
-from typing import Any
 
 from aiogram import Bot
 
 from .engine import LLMProviderFallback
 from .events import Event, HealthEvent
-from .stores import StateStore
 from .texts import duration, gettext_for
 
 logger = logging.getLogger(__name__)
@@ -29,11 +27,6 @@ logger = logging.getLogger(__name__)
 ALERT_MEMORY = 24 * 3600.0
 """How long the last announced state of a provider is remembered (a day-long outage is re-announced)."""
 _CAS_ROUNDS = 3
-
-
-async def forget_announced(store: StateStore) -> None:
-    """Forget what admins were told (after `/llm_clear`): the next change of any provider is announced."""
-    await store.clear("alert:*")
 
 
 class AdminAlerts:
@@ -57,8 +50,7 @@ class AdminAlerts:
             try:
                 if not await self._first_to_announce(event):
                     return
-                fallback_available = event.kind != "down" or await self._fallback_available(event)
-                text = self._text(event, fallback_available=fallback_available)
+                text = self._text(event, fallback_available=event.has_working_fallback)
                 for admin_id in self.admin_ids:
                     await self.bot.send_message(admin_id, text)
             except Exception:  # an admin who blocked the bot must not break anything
@@ -81,14 +73,6 @@ class AdminAlerts:
             if moved:
                 return True
         return False
-
-    async def _fallback_available(self, event: HealthEvent) -> bool:
-        """Whether another configured provider is not cooling down (the engine's word wins when False)."""
-        if not event.has_working_fallback:
-            return False
-        stats: dict[str, Any] = await self.fallback.get_provider_stats()
-        return any(health.get("available", health.get("state") == "healthy")
-                   for provider, health in stats["provider_health"].items() if provider != event.provider)
 
     def _text(self, event: HealthEvent, *, fallback_available: bool = True) -> str:
         t = self.locale
