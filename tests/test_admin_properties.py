@@ -20,7 +20,6 @@ from aiogram.types import Update
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plugins.llm_fallback.admin import render_status
 from plugins.llm_fallback.alerts import AdminAlerts
 from plugins.llm_fallback.engine import MAX_FORCE_SECONDS, MIN_FORCE_SECONDS
 from tests import test_bot_handlers as handlers
@@ -143,16 +142,6 @@ async def test_after_llm_clear_the_next_outage_is_announced_again(env: Env) -> N
     sent = env.api.texts(ADMIN)
     assert [t.startswith("🔴 LLM provider ollama is down") for t in sent] == [True, False, True], sent
     assert sent[1].startswith("🧹 Cleared.")
-
-
-async def test_status_renders_with_fields_the_engine_adds_later(env: Env) -> None:
-    stats = await env.engine.get_provider_stats()
-    stats["hedges"] = 3
-    for health in stats["provider_health"].values():
-        health["cooldown_multiplier"] = 4
-        health["probe_failures"] = 2
-    text = render_status(stats).as_kwargs()["text"]
-    assert text.startswith("🤖 LLM providers") and "1. ollama — 🟢 healthy" in text
 
 
 # --- properties -----------------------------------------------------------------------------------

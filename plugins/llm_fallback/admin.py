@@ -80,6 +80,9 @@ def render_status(stats: dict[str, Any]) -> Text:
             lines.append(as_line("   ", _("last error {ago} ago: {error}",
                                           ago=duration(health.get("last_error_seconds_ago") or 0),
                                           error=health["last_error"])))
+        if health.get("hedges_last_hour"):
+            lines.append(as_line("   ", _("slow first reply: hedged to the next provider {count} times in the last hour",
+                                          count=health["hedges_last_hour"])))
         if health.get("unavailable_models"):
             lines.append(as_line("   ", _("models not found: {models}",
                                           models=", ".join(health["unavailable_models"]))))
@@ -99,8 +102,12 @@ def _state_text(health: dict[str, Any]) -> str:
     if state == "not_configured":
         return _("⚪ not configured")
     if state == "cooling":
-        return _("🔴 cooling down, {left} left (failures: {count})",
+        text = _("🔴 cooling down, {left} left (failures: {count})",
                  left=duration(health.get("cooldown_seconds_left") or 0), count=health.get("failures", 0))
+        if (health.get("cooldown_multiplier") or 0) > 1:
+            text += " " + _("— cooldown grown ×{multiplier} after failed probes",
+                            multiplier=health["cooldown_multiplier"])
+        return text
     if state == "half_open":
         return _("🟡 cooldown over, next request probes it")
     return _("🟢 healthy")
