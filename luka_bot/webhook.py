@@ -2,7 +2,8 @@
 
 The public URL is `WEBHOOK_URL + WEBHOOK_PATH`; the server listens on WEBHOOK_HOST:WEBHOOK_PORT
 (put a TLS-terminating proxy in front). With WEBHOOK_SECRET, requests without Telegram's
-secret header are refused. SIGINT/SIGTERM stop it like polling: in-flight replies drain first.
+secret header are refused and logged at most once a minute (luka_bot/webhook_secret.py).
+SIGINT/SIGTERM stop it like polling: in-flight replies drain first.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import logging
 import signal
 
 from aiogram import Bot
-from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
+from aiogram.webhook.aiohttp_server import setup_application
 from aiohttp import web
 
 from luka_bot.core.loader import App
+from luka_bot.webhook_secret import SecretCheckingRequestHandler
 
 logger = logging.getLogger("luka_bot")
 
@@ -27,7 +29,7 @@ async def run_webhook(app: App) -> None:
     web_app = web.Application()
     # Dispatcher start-up/shutdown first, so replies in flight drain before the bot's session closes.
     setup_application(web_app, app.dp, bot=app.bot)
-    SimpleRequestHandler(dispatcher=app.dp, bot=app.bot, secret_token=secret).register(
+    SecretCheckingRequestHandler(dispatcher=app.dp, bot=app.bot, secret_token=secret).register(
         web_app, path=settings.WEBHOOK_PATH)
 
     async def set_webhook(bot: Bot) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from aiogram import Bot, Dispatcher
@@ -20,6 +21,8 @@ from luka_bot.services.llm_model_factory import LLMModelFactory
 from luka_bot.services.llm_provider_fallback import create_llm_provider_fallback, set_llm_provider_fallback
 from luka_bot.services.state_stores import Stores, build_stores
 from plugins.llm_fallback import LLMProviderFallback, set_bot_commands, setup_llm_fallback
+
+logger = logging.getLogger("luka_bot")
 
 
 def N_(text: str) -> str:  # noqa: N802 - marks a msgid for extraction; translated where it is shown
@@ -73,12 +76,16 @@ def build_app(settings: Settings, *, fallback: LLMProviderFallback | None = None
     dp.include_routers(*get_routers())
 
     async def on_startup(bot: Bot) -> None:
+        failures: list[str] = []
         for locale in (None, *i18n.available_locales):
             public = [BotCommand(command=c, description=i18n.gettext(d, locale=locale or i18n.default_locale))
                       for c, d in PUBLIC_COMMANDS.items()]
             with i18n.context():
-                await set_bot_commands(bot, public, settings.ADMIN_IDS, locale=locale or i18n.default_locale,
-                                       language_code=locale)
+                failures += await set_bot_commands(bot, public, settings.ADMIN_IDS,
+                                                   locale=locale or i18n.default_locale, language_code=locale)
+        if failures:  # the command menu is a convenience: say so once and keep serving
+            logger.warning("⚠️ Bot command menu not fully set (%d call(s) refused), carrying on; first: %s",
+                           len(failures), failures[0])
 
     async def on_shutdown() -> None:
         await fallback.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import math
 import operator
 from datetime import UTC, datetime
 
@@ -27,11 +28,19 @@ def current_datetime() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+MAX_EXPRESSION_LENGTH = 500
+MAX_RESULT_BITS = 10_000
+"""Integer results are at most this long (about 3,000 decimal digits): refused before they are computed."""
+TOO_LARGE = "result too large (more than about 3000 digits)"
+
+
 def calculate(expression: str) -> str:
     """Evaluate an arithmetic expression with + - * / // % ** and parentheses, e.g. "(2+3)*4"."""
+    if len(expression) > MAX_EXPRESSION_LENGTH:
+        return f"error: expression longer than {MAX_EXPRESSION_LENGTH} characters"
     try:
         return str(_evaluate(ast.parse(expression, mode="eval").body))
-    except (ValueError, SyntaxError, ZeroDivisionError, OverflowError, TypeError) as error:
+    except (ValueError, SyntaxError, ZeroDivisionError, OverflowError, TypeError, RecursionError, MemoryError) as error:
         return f"error: {error}"
 
 
@@ -40,12 +49,33 @@ def _evaluate(node: ast.AST) -> float | int:
         return node.value
     if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
         left, right = _evaluate(node.left), _evaluate(node.right)
-        if isinstance(node.op, ast.Pow) and abs(right) > 100:
-            raise ValueError("exponent too large")
+        _check_result_size(node.op, left, right)
         return _OPERATORS[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _OPERATORS:
         return _OPERATORS[type(node.op)](_evaluate(node.operand))
     raise ValueError("only numbers and + - * / // % ** are allowed")
+
+
+def _check_result_size(op: ast.operator, left: object, right: object) -> None:
+    """Refuse, before computing it, an integer result that may be longer than MAX_RESULT_BITS.
+
+    Only integers grow without bound (floats overflow at once, raising OverflowError), and only
+    `*` and `**` make them much longer than their operands. The estimate is an upper bound
+    (up to float rounding of log2), so every intermediate result stays within the bound and one
+    evaluation costs at most a few hundred operations on 10,000-bit numbers.
+    """
+    if not (isinstance(left, int) and isinstance(right, int)):
+        return
+    if isinstance(op, ast.Pow):
+        if right < 0 or abs(left) <= 1:
+            return  # a float, or 0 / 1 / -1: small whatever the exponent
+        bits = right * math.log2(abs(left)) + 1
+    elif isinstance(op, ast.Mult):
+        bits = left.bit_length() + right.bit_length()
+    else:
+        bits = max(left.bit_length(), right.bit_length()) + 1
+    if bits > MAX_RESULT_BITS:
+        raise ValueError(TOO_LARGE)
 
 
 async def create_static_agent_with_basic_tools(user_id: int, models: ModelFactory | None = None) -> Agent[None, str]:

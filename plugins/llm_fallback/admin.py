@@ -2,7 +2,9 @@
 
 Admins are the user ids given to `build_admin_router`; everyone else gets a polite refusal and
 nothing changes. Inline buttons (force for 10 min, clear, refresh, check now) go through the
-same gate: callback data can be forged.
+same gate: callback data can be forged. Commands and buttons work in private chats only (a
+group gets a short pointer, never provider errors). Every `llmadm:` callback query is answered,
+even one whose data does not parse, so no button keeps spinning.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
-from aiogram import Router
+from aiogram import F, Router
+from aiogram.enums import ChatType
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.filters.callback_data import CallbackData
@@ -47,39 +50,64 @@ class IsAdmin(Filter):
         return event_from_user is not None and event_from_user.id in self.admin_ids
 
 
+class InPrivateChat(Filter):
+    """Passes for messages in a private chat and for buttons under such a message."""
+
+    async def __call__(self, event: TelegramObject) -> bool:
+        message = event.message if isinstance(event, CallbackQuery) else event
+        chat = getattr(message, "chat", None)
+        return chat is not None and chat.type == ChatType.PRIVATE
+
+
+def is_admin_button_data(data: str | None) -> bool:
+    """Callback data meant for this router (`llmadm:…`), whether or not it parses."""
+    return data is not None and (data == AdminAction.__prefix__ or data.startswith(f"{AdminAction.__prefix__}:"))
+
+
 # --- rendering ---------------------------------------------------------------------------------------
 
 
 def render_status(stats: dict[str, Any]) -> Text:
-    """`/llm_status` as formatted text (entities, so no parse errors on any error text)."""
+    """`/llm_status` as formatted text (entities, so no parse errors on any error text).
+
+    Reads the fields it knows from the engine's stats and ignores any others, so the engine can
+    add fields without breaking the status.
+    """
     lines: list[Any] = [as_line(Bold(_("🤖 LLM providers")))]
     for index, (name, health) in enumerate(stats["provider_health"].items(), start=1):
         lines.append(as_line(f"{index}. ", Bold(name), " — ", _state_text(health)))
-        if health["last_error"]:
+        if health.get("last_error"):
             lines.append(as_line("   ", _("last error {ago} ago: {error}",
-                                          ago=duration(health["last_error_seconds_ago"] or 0),
+                                          ago=duration(health.get("last_error_seconds_ago") or 0),
                                           error=health["last_error"])))
-        if health["unavailable_models"]:
+        if health.get("hedges_last_hour"):
+            lines.append(as_line("   ", _("slow first reply: hedged to the next provider {count} times in the last hour",
+                                          count=health["hedges_last_hour"])))
+        if health.get("unavailable_models"):
             lines.append(as_line("   ", _("models not found: {models}",
                                           models=", ".join(health["unavailable_models"]))))
-    preferred = stats["preferred_provider"] or _("none")
+    preferred = stats.get("preferred_provider") or _("none")
     lines.append(as_line(_("Preferred (cached): {provider}", provider=preferred)))
-    if stats["forced_provider"]:
+    if stats.get("forced_provider"):
         lines.append(as_line(_("Forced: {provider}, {left} left", provider=stats["forced_provider"],
-                               left=duration(stats["forced_seconds_left"] or 0))))
+                               left=duration(stats.get("forced_seconds_left") or 0))))
     else:
         lines.append(as_line(_("Forced: none")))
-    lines.append(as_line(_("State store: {store}", store=_store_text(stats["store"]))))
+    lines.append(as_line(_("State store: {store}", store=_store_text(stats.get("store", "?")))))
     return Text(*lines)
 
 
 def _state_text(health: dict[str, Any]) -> str:
-    state = health["state"]
+    state = health.get("state")
     if state == "not_configured":
         return _("⚪ not configured")
     if state == "cooling":
-        return _("🔴 cooling down, {left} left (failures: {count})",
-                 left=duration(health["cooldown_seconds_left"]), count=health["failures"])
+        text = _("🔴 cooling down, {left} left (failures: {count})",
+                 left=duration(health.get("cooldown_seconds_left") or 0), count=health.get("failures", 0))
+        if (health.get("cooldown_multiplier") or 0) > 1:
+            text += " " + _("— cooldown grown ×{multiplier} after failed probes",
+                            multiplier=health["cooldown_multiplier"])
+        return text
     if state == "half_open":
         return _("🟡 cooldown over, next request probes it")
     return _("🟢 healthy")
@@ -114,11 +142,12 @@ def usage(fallback: LLMProviderFallback) -> str:
 def parse_force_args(args: str | None, fallback: LLMProviderFallback) -> tuple[str, int] | None:
     """`<provider> [seconds]` → (provider, seconds), or None when the arguments are not valid."""
     parts = (args or "").split()
-    if not 1 <= len(parts) <= 2 or parts[0].lower() not in fallback.configured:
+    if not 1 <= len(parts) <= 2 or not parts[0].isascii() or parts[0].lower() not in fallback.configured:
         return None
     seconds = DEFAULT_FORCE_SECONDS
     if len(parts) == 2:
-        if not parts[1].isdigit():
+        # ASCII digits only: str.isdigit() also accepts "²", "①" and full-width digits.
+        if not (parts[1].isascii() and parts[1].isdigit()) or len(parts[1]) > len(str(MAX_FORCE_SECONDS)):
             return None
         seconds = int(parts[1])
     if not MIN_FORCE_SECONDS <= seconds <= MAX_FORCE_SECONDS:
@@ -146,8 +175,10 @@ def build_admin_router(admin_ids: Collection[int]) -> Router:
     """A new router with the admin commands (routers attach to one parent: build one per dispatcher)."""
     router = Router(name="llm_fallback_admin")
     is_admin = IsAdmin(admin_ids)
+    private = InPrivateChat()
+    our_button = F.data.func(is_admin_button_data)
 
-    @router.message(Command(*ADMIN_COMMANDS), is_admin)
+    @router.message(Command(*ADMIN_COMMANDS), private, is_admin)
     async def admin_command(message: Message, command: CommandObject, llm_fallback: LLMProviderFallback) -> None:
         if command.command == "llm_status":
             await send_status(message, llm_fallback)
@@ -165,11 +196,15 @@ def build_admin_router(admin_ids: Collection[int]) -> Router:
                 return
             await message.answer(_cleared_text(await llm_fallback.clear_cache()))
 
-    @router.message(Command(*ADMIN_COMMANDS))
+    @router.message(Command(*ADMIN_COMMANDS), private)
     async def not_admin(message: Message) -> None:
         await message.answer(_("⛔ This command is for the bot's admins only."))
 
-    @router.callback_query(AdminAction.filter(), is_admin)
+    @router.message(Command(*ADMIN_COMMANDS))
+    async def not_private(message: Message) -> None:
+        await message.answer(_private_only_text())
+
+    @router.callback_query(AdminAction.filter(), private, is_admin)
     async def admin_button(query: CallbackQuery, callback_data: AdminAction,
                            llm_fallback: LLMProviderFallback) -> None:
         note = ""
@@ -186,15 +221,27 @@ def build_admin_router(admin_ids: Collection[int]) -> Router:
         elif callback_data.action != "refresh":
             await query.answer(_("Unknown action."), show_alert=True)
             return
+        await query.answer(note)  # first: a failing edit below must not leave the button spinning
         if isinstance(query.message, Message):
             await send_status(query.message, llm_fallback, edit=True)
-        await query.answer(note)
 
-    @router.callback_query(AdminAction.filter())
+    @router.callback_query(our_button, private, is_admin)
+    async def button_data_not_understood(query: CallbackQuery) -> None:
+        await query.answer(_("Unknown action."), show_alert=True)
+
+    @router.callback_query(our_button, private)
     async def button_not_admin(query: CallbackQuery) -> None:
         await query.answer(_("⛔ This command is for the bot's admins only."), show_alert=True)
 
+    @router.callback_query(our_button)
+    async def button_not_private(query: CallbackQuery) -> None:
+        await query.answer(_private_only_text(), show_alert=True)
+
     return router
+
+
+def _private_only_text() -> str:
+    return _("🔒 LLM admin commands work only in a private chat with the bot.")
 
 
 async def send_status(message: Message, fallback: LLMProviderFallback, *, edit: bool = False) -> None:
