@@ -127,7 +127,7 @@ class EngineProcess:
         self.process.start()
         child.close()
 
-    def wait_ready(self, timeout: float = 30.0) -> int:
+    def wait_ready(self, timeout: float = 120.0) -> int:  # imports are slow on a loaded 2-core machine
         assert self.conn.poll(timeout), "engine process did not start"
         status, pid = self.conn.recv()
         assert status == "ready"
