@@ -10,12 +10,14 @@ has it; it can be overridden from the environment as JSON, e.g.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-from plugins.llm_fallback import OPENAI_DEFAULT_URL, HedgePolicy, ProviderSpec, ollama_api_url
+if TYPE_CHECKING:  # the provider clients (pydantic-ai, openai) load only when specs are built
+    from plugins.llm_fallback import ProviderSpec
 
 # Provider order: 1st key = primary, 2nd = fallback (dicts keep insertion order).
 AVAILABLE_PROVIDERS: dict[str, list[str]] = {
@@ -23,6 +25,9 @@ AVAILABLE_PROVIDERS: dict[str, list[str]] = {
     "openai": ["gpt-5", "gpt-4-turbo"],  # 2nd key = Fallback
 }
 BUILTIN_PROVIDERS = ("ollama", "openai")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+BOT_TOKEN_SHAPE = re.compile(r"\d+:[A-Za-z0-9_-]+")
+"""What @BotFather hands out: `<bot id>:<secret>`."""
 
 
 class ExtraProvider(BaseModel):
@@ -131,8 +136,25 @@ class Settings(BaseSettings):
     def _hedge_delay(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
+        from plugins.llm_fallback import HedgePolicy  # loads the engine: only when the setting is used
+
         HedgePolicy.from_setting(value)  # raises ValueError naming the setting
         return value.strip().lower()
+
+    @field_validator("BOT_TOKEN")
+    @classmethod
+    def _token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not BOT_TOKEN_SHAPE.fullmatch(value.get_secret_value().strip()):
+            raise ValueError("malformed: expected <bot id>:<secret> as @BotFather gives it")
+        return SecretStr(value.get_secret_value().strip()) if value is not None else None
+
+    @field_validator("LOG_LEVEL")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"unknown level {value!r}; use one of {', '.join(LOG_LEVELS)}")
+        return level
 
     @field_validator("WEBHOOK_PATH")
     @classmethod
@@ -187,11 +209,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"AVAILABLE_PROVIDERS: provider {name!r} needs a non-empty list of model names")
         return self
 
+    def secret_values(self) -> list[str]:
+        """Every configured secret (Telegram token, API keys, webhook secret), for redaction."""
+        secrets = [self.BOT_TOKEN, self.OPENAI_API_KEY, self.WEBHOOK_SECRET,
+                   *(extra.api_key for extra in self.LLM_EXTRA_PROVIDERS.values())]
+        return [value for secret in secrets if secret is not None and (value := secret.get_secret_value())]
+
     def provider_specs(self) -> list[ProviderSpec]:
         """The providers in priority order, as the failover engine takes them."""
         return [self._spec(name, models) for name, models in self.AVAILABLE_PROVIDERS.items()]
 
     def _spec(self, name: str, models: list[str]) -> ProviderSpec:
+        from plugins.llm_fallback import OPENAI_DEFAULT_URL, ProviderSpec, ollama_api_url
+
         connect = self.LLM_CONNECT_TIMEOUT
         if name == "ollama":
             return ProviderSpec("ollama", "ollama", ollama_api_url(self.OLLAMA_URL),
