@@ -2,29 +2,40 @@
 
     python scripts/locales.py          # after changing user-visible texts; then translate the new entries
 
-`.mo` files are compiled at start-up (luka_bot.core.i18n.compile_locales), not committed.
+A file whose entries did not change is left as it was (no new POT-Creation-Date), so the tree
+stays clean. `.mo` files are never committed: a source checkout compiles the `.po` files in
+memory at start-up (luka_bot.core.i18n), a wheel ships them compiled at build time (setup.py).
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCALES = ROOT / "locales"
+LANGUAGES = ("en", "ru")
 KEYWORDS = ["-k", "_", "-k", "gettext", "-k", "gettext_for:2", "-k", "N_"]
+CREATION_DATE = re.compile(r'^"POT-Creation-Date: .*\\n"\n', re.MULTILINE)
+
+
+def babel(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "babel.messages.frontend", *args], cwd=ROOT, check=True)
 
 
 def main() -> None:
     pot = LOCALES / "messages.pot"
-    subprocess.run([sys.executable, "-m", "babel.messages.frontend", "extract", *KEYWORDS, "--no-location",
-                    "--omit-header", "-o", str(pot), "luka_bot", "plugins"], cwd=ROOT, check=True)
-    for lang in ("en", "ru"):
-        po = LOCALES / lang / "LC_MESSAGES" / "messages.po"
+    pos = [LOCALES / lang / "LC_MESSAGES" / "messages.po" for lang in LANGUAGES]
+    before = {path: path.read_text(encoding="utf-8") for path in [pot, *pos] if path.exists()}
+    babel("extract", *KEYWORDS, "--no-location", "--omit-header", "-o", str(pot), "luka_bot", "plugins")
+    for lang, po in zip(LANGUAGES, pos, strict=True):
         action = "update" if po.exists() else "init"
-        subprocess.run([sys.executable, "-m", "babel.messages.frontend", action, "-i", str(pot), "-d",
-                        str(LOCALES), "-l", lang, "-D", "messages", "--no-wrap"], cwd=ROOT, check=True)
+        babel(action, "-i", str(pot), "-d", str(LOCALES), "-l", lang, "-D", "messages", "--no-wrap")
+    for path, old in before.items():
+        if CREATION_DATE.sub("", path.read_text(encoding="utf-8")) == CREATION_DATE.sub("", old):
+            path.write_text(old, encoding="utf-8")  # only the date moved: keep the file as it was
 
 
 if __name__ == "__main__":

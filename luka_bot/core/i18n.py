@@ -1,32 +1,57 @@
-"""Translations: `locales/<lang>/LC_MESSAGES/messages.po`, compiled to `.mo` when needed."""
+"""Translations: the `messages` catalogs (en, ru), loaded without writing anything to disk.
+
+- Installed from a wheel: the `.mo` files compiled at build time (`setup.py`) ship in
+  `luka_bot/locales/<lang>/LC_MESSAGES/`.
+- In a source checkout (or an editable install): the `.po` sources in the top-level
+  `locales/` are compiled in memory at start-up, so an edited translation shows at once.
+"""
 
 from __future__ import annotations
 
+import gettext
+from io import BytesIO
 from pathlib import Path
 
 from aiogram.utils.i18n import I18n
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
-LOCALES_DIR = Path(__file__).resolve().parents[2] / "locales"
 DOMAIN = "messages"
+PACKAGED_LOCALES = Path(__file__).resolve().parents[1] / "locales"
+"""Compiled catalogs inside the installed package (present only in a built wheel)."""
+SOURCE_LOCALES = Path(__file__).resolve().parents[2] / "locales"
+"""The `.po` sources of a source checkout."""
 
 
-def compile_locales(path: Path = LOCALES_DIR) -> list[Path]:
-    """Compile every `.po` whose `.mo` is missing or older; returns the files written."""
-    written = []
-    for po_path in sorted(path.glob(f"*/LC_MESSAGES/{DOMAIN}.po")):
-        mo_path = po_path.with_suffix(".mo")
-        if mo_path.exists() and mo_path.stat().st_mtime >= po_path.stat().st_mtime:
-            continue
-        with po_path.open("rb") as po_file:
-            catalog = read_po(po_file, locale=po_path.parts[-3])
-        with mo_path.open("wb") as mo_file:
-            write_mo(mo_file, catalog)
-        written.append(mo_path)
-    return written
+def compile_po(po_path: Path) -> bytes:
+    """One `.po` file as `.mo` bytes (the language is the `<lang>/LC_MESSAGES/` folder's name)."""
+    with po_path.open("rb") as po_file:
+        catalog = read_po(po_file, locale=po_path.parts[-3], domain=DOMAIN)
+    mo = BytesIO()
+    write_mo(mo, catalog)
+    return mo.getvalue()
 
 
-def build_i18n(default_locale: str = "en", path: Path = LOCALES_DIR) -> I18n:
-    compile_locales(path)
+class SourceI18n(I18n):
+    """aiogram's `I18n` over `.po` sources, compiled in memory (aiogram's own reads `.mo` files)."""
+
+    # aiogram's gettext() looks the current instance up on `I18n`, not on a subclass.
+    get_current = I18n.get_current
+    set_current = I18n.set_current
+    reset_current = I18n.reset_current
+
+    def find_locales(self) -> dict[str, gettext.GNUTranslations]:
+        return {po.parts[-3]: gettext.GNUTranslations(BytesIO(compile_po(po)))
+                for po in sorted(self.path.glob(f"*/LC_MESSAGES/{self.domain}.po"))}
+
+
+def locales_dir() -> Path:
+    """Where this installation's catalogs are: compiled in the package, else the source tree."""
+    return PACKAGED_LOCALES if any(PACKAGED_LOCALES.glob(f"*/LC_MESSAGES/{DOMAIN}.mo")) else SOURCE_LOCALES
+
+
+def build_i18n(default_locale: str = "en", path: Path | None = None) -> I18n:
+    path = path or locales_dir()
+    if any(path.glob(f"*/LC_MESSAGES/{DOMAIN}.po")):
+        return SourceI18n(path=path, default_locale=default_locale, domain=DOMAIN)
     return I18n(path=path, default_locale=default_locale, domain=DOMAIN)

@@ -1,1 +1,0 @@
-"""Reusable aiogram plugins (no import of `luka_bot`)."""
