@@ -59,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = _parser(llm_commands, "check",
                     "Ask each configured provider for a minimal completion now. Exit code: 0 the primary "
                     "works, 1 only a fallback works, 2 none does.")
-    check.add_argument("--timeout", type=_positive_float, default=15.0, metavar="SECONDS",
-                       help="per provider (default: 15, or the provider's own timeout when shorter)")
+    check.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                       help="how long each provider gets to answer (default: 10)")
     check.set_defaults(command=_llm("check"))
     force = _parser(llm_commands, "force", "Put a provider first (the others stay behind it as fallbacks).")
     force.add_argument("provider", help="a configured provider, e.g. ollama or openai")

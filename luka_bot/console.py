@@ -113,32 +113,11 @@ class ConsoleSession(BaseSession):
     def watch(self, fallback: LLMProviderFallback) -> None:
         """Learn which provider answers each LLM request."""
         fallback.add_listener(self._on_event)
-        _track_successes(fallback, self.providers.append)
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, AttemptEvent) and event.outcome == "ok" and (
                 not self.providers or self.providers[-1] != event.provider):
             self.providers.append(event.provider)
-
-
-def _track_successes(fallback: LLMProviderFallback, served: Any) -> None:
-    """Bridge until the engine emits `AttemptEvent`s: note each plan's successful provider."""
-    make_plan = getattr(fallback, "plan", None)
-    if make_plan is None:
-        return
-
-    async def plan(*args: Any, **kwargs: Any) -> Any:
-        result = await make_plan(*args, **kwargs)
-        succeeded = getattr(result, "succeeded", None)
-        if succeeded is not None:
-            async def tracked(provider: str, model: str) -> None:
-                served(provider)
-                await succeeded(provider, model)
-
-            result.succeeded = tracked
-        return result
-
-    fallback.plan = plan  # type: ignore[method-assign]
 
 
 class Console:
