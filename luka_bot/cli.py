@@ -31,7 +31,8 @@ def _version() -> str:
         return "luka-bot (not installed)"
 
 
-def _parser(parent: argparse._SubParsersAction | None, name: str, help_: str, **kwargs: object) -> argparse.ArgumentParser:
+def _parser(parent: argparse._SubParsersAction | None, name: str, help_: str,
+            **kwargs: object) -> argparse.ArgumentParser:
     """A (sub)parser with `--version`, like every level of `luka-bot` has."""
     if parent is None:
         parser = argparse.ArgumentParser(prog=name, description=help_, **kwargs)  # type: ignore[arg-type]

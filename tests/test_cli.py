@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,7 +232,7 @@ async def running_bot(monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer
                                                            env=bot_env, stdin=asyncio.subprocess.DEVNULL,
                                                            stdout=log, stderr=log)
         try:
-            await fake.wait_polling(timeout=40)
+            await fake.wait_polling(timeout=120)  # start-up: slow on a busy machine
             yield RunningBot(fake, process, log_path)
         finally:
             if process.returncode is None:

@@ -32,15 +32,15 @@ class Terminal:
         async for raw in self.process.stdout:
             self.lines.append(raw.decode().rstrip("\n"))
 
-    async def type(self, text: str, *, expect: str) -> list[str]:
+    async def type(self, text: str, *, expect: str, timeout: float = 30.0) -> list[str]:
         """Type a line; wait for an output line matching the regex `expect`; return what was printed."""
         assert self.process.stdin is not None
         mark = len(self.lines)
         self.process.stdin.write(text.encode() + b"\n")
         await self.process.stdin.drain()
         try:
-            await wait_until(lambda: any(re.fullmatch(expect, line) for line in self.lines[mark:]), rounds=600,
-                             interval=0.05)
+            await wait_until(lambda: any(re.fullmatch(expect, line) for line in self.lines[mark:]),
+                             rounds=int(timeout / 0.05), interval=0.05)
         except AssertionError:
             raise AssertionError(f"after {text!r}, no line matching {expect!r} in:\n" +
                                  "\n".join(self.lines[mark:])) from None
@@ -72,7 +72,8 @@ async def test_console_chats_through_the_failover_and_tags_each_reply_with_its_p
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     terminal = Terminal(process)
     try:
-        shown = await terminal.type("/start", expect=r"luka: 👋 Hi! I'm Luka\..*")
+        # The first answer waits for the process to start (imports take long on a busy machine).
+        shown = await terminal.type("/start", expect=r"luka: 👋 Hi! I'm Luka\..*", timeout=120)
         assert shown[0].startswith("luka: "), "a reply that needed no LLM has no provider tag"
 
         shown = await terminal.type("hello", expect=r"luka \(ollama\): answer from ollama")

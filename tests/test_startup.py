@@ -118,7 +118,7 @@ class BotProcess:
     async def wait_log(self, text: str, count: int = 1) -> None:
         try:
             await wait_until(lambda: self.log().count(text) >= count or self.process.returncode is not None,
-                             rounds=1200, interval=0.05)
+                             rounds=2400, interval=0.05)
         except AssertionError:
             raise AssertionError(f"{text!r} x{count} not logged:\n{self.log()[-3000:]}") from None
         assert self.log().count(text) >= count, self.log()[-3000:]
@@ -154,7 +154,7 @@ async def test_unreachable_telegram_is_retried_with_one_line_per_try_then_the_bo
         assert bot.process.returncode is None, "it keeps trying"
         fake = await FakeTelegram(token=TOKEN).start(port)
         try:
-            await fake.wait_polling(timeout=40)
+            await fake.wait_polling(timeout=120)
             await bot.wait_log("luka_bot starting")
             assert await bot.stop() == 0
         finally:
@@ -174,7 +174,7 @@ async def test_start_up_line_says_redis_when_redis_answers(tmp_path: Path, redis
         redis_server.restart()
     async with FakeTelegram(token=TOKEN) as fake, bot_process(tmp_path, TELEGRAM_API_URL=fake.url,
                                                               REDIS_URL=redis_server.url) as bot:
-        await fake.wait_polling(timeout=40)
+        await fake.wait_polling(timeout=120)
         await bot.wait_log("luka_bot starting")
         assert await bot.stop() == 0
     start = next(line for line in bot.log().splitlines() if "luka_bot starting" in line)

@@ -34,7 +34,7 @@ class Installed:
     def run(self, *args: str, cwd: Path, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
         clean = {k: v for k, v in os.environ.items() if k.upper() not in Settings.model_fields and k != "PYTHONPATH"}
         return subprocess.run(args, cwd=cwd, input=stdin, env={**clean, "PYTHONDONTWRITEBYTECODE": "1", **env},
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=180)
 
 
 @pytest.fixture(scope="module")
