@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import logging
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -159,11 +160,17 @@ class Console:
             logger.exception("the update failed")
 
     async def run(self, lines: TextIO = sys.stdin) -> None:
+        """Handle each line until end of input (Ctrl-D). A daemon thread reads, so Ctrl-C never waits for it."""
         loop = asyncio.get_running_loop()
-        while True:
-            line = await loop.run_in_executor(None, lines.readline)
-            if not line:
-                return
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def read() -> None:
+            for line in iter(lines.readline, ""):
+                loop.call_soon_threadsafe(queue.put_nowait, line)
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        threading.Thread(target=read, name="console-stdin", daemon=True).start()
+        while (line := await queue.get()) is not None:
             if line.strip():
                 await self.handle(line.strip())
 
