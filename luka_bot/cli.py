@@ -58,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the status as JSON (for scripts)")
     status.set_defaults(command=_llm("status"))
     check = _parser(llm_commands, "check",
-                    "Ask each configured provider for a minimal completion now. Exit code: 0 the primary "
-                    "works, 1 only a fallback works, 2 none does.")
+                    "Ask each configured provider for a minimal completion now (recorded like the admin's "
+                    "'Check now' button). Exit code: 0 the primary works, 1 only a fallback works, 2 none does.")
     check.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
                        help="how long each provider gets to answer (default: 10)")
     check.set_defaults(command=_llm("check"))

@@ -21,7 +21,7 @@ from typing import Any
 from luka_bot.core.config import Settings
 from luka_bot.core.logging_setup import setup_logging
 from luka_bot.services.llm_provider_fallback import create_llm_provider_fallback
-from plugins.llm_fallback import LLMProviderFallback
+from plugins.llm_fallback import FailureKind, LLMProviderFallback
 from plugins.llm_fallback.admin import DEFAULT_FORCE_SECONDS
 from plugins.llm_fallback.engine import AUTH_SETTING_HINT, MAX_FORCE_SECONDS, MIN_FORCE_SECONDS
 from plugins.llm_fallback.texts import duration
@@ -115,7 +115,7 @@ async def check(settings: Settings, args: argparse.Namespace) -> int:
             verdict = "✅ works"
             working.append(name)
         else:
-            verdict = f"❌ {results[name]}"
+            verdict = f"❌ {results[name]}{_misconfigured(name, results[name])}"
         print(f"{name:<12} {role:<9} {verdict}")
     if fallback.primary in working:
         print(f"The primary ({fallback.primary}) works.")
@@ -125,6 +125,15 @@ async def check(settings: Settings, args: argparse.Namespace) -> int:
         return FALLBACK_ONLY
     print("No provider works.")
     return NOTHING_WORKS
+
+
+def _misconfigured(provider: str, reason: str) -> str:
+    """A hint when the failure is the configuration's, not the provider's."""
+    if reason.startswith(f"{FailureKind.AUTH.value}:"):
+        return f" — misconfigured: check {AUTH_SETTING_HINT.get(provider, 'its api_key in LLM_EXTRA_PROVIDERS')}"
+    if reason.startswith(f"{FailureKind.MODEL_MISSING.value}:"):
+        return " — misconfigured: none of its models exist there (AVAILABLE_PROVIDERS, *_MODEL_NAME)"
+    return ""
 
 
 # --- force / clear --------------------------------------------------------------------------------------

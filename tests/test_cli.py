@@ -181,6 +181,14 @@ def test_check_exit_code_says_whether_the_primary_or_only_a_fallback_works(
     assert only_fallback.out.splitlines()[0].split()[:3] == ["ollama", "primary", "❌"]
     assert "Only a fallback works: openai." in only_fallback.out
 
+    primary.mode = "ok"
+    fallback.mode = "http401"
+    bad_key = cli(capsys, "llm", "check", "--timeout", "3")
+    assert bad_key.code == 0, bad_key
+    assert bad_key.out.splitlines()[1].startswith("openai       fallback  ❌ auth: "), bad_key.out
+    assert bad_key.out.splitlines()[1].endswith(" — misconfigured: check OPENAI_API_KEY"), bad_key.out
+
+    primary.mode = "http500"
     fallback.refuse()
     nothing = cli(capsys, "llm", "check", "--timeout", "3")
     assert nothing.code == 2 and "No provider works." in nothing.out, nothing
@@ -191,7 +199,7 @@ def test_check_exit_code_says_whether_the_primary_or_only_a_fallback_works(
     assert misconfigured.code == 0, misconfigured
     assert misconfigured.out.splitlines()[1].split(None, 2) == ["openai", "fallback",
                                                                 "⚪ not configured: set OPENAI_API_KEY"]
-    assert OPENAI_KEY not in both.out + only_fallback.out + nothing.out
+    assert OPENAI_KEY not in both.out + only_fallback.out + bad_key.out + nothing.out
 
 
 # --- force / clear change what the running bot does ----------------------------------------------------------
