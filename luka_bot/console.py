@@ -8,7 +8,7 @@ stdin becomes a private-chat message from the local user, who is an admin; `#N` 
 button N of the last message that had buttons.
 
 A reply is tagged with the provider that answered the LLM request behind it:
-`luka (openai): …`; replies that needed no LLM are plain `luka: …`.
+`luka (openai): …`; replies that needed no LLM, and alerts, are plain `luka: …`.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ class ConsoleSession(BaseSession):
         self.me = User(id=0, is_bot=True, first_name="Luka", username="luka_console_bot")
         self.providers: list[str] = []
         """Providers that answered during the update being handled (the last one tags a reply)."""
+        self.handling: asyncio.Task[Any] | None = None
+        """The task handling the current update: only its replies get a tag (alerts come from elsewhere)."""
         self.buttons: list[tuple[Message, InlineKeyboardButton]] = []
         self._ids = itertools.count(1)
 
@@ -93,7 +95,8 @@ class ConsoleSession(BaseSession):
         ).as_(bot)
 
     def _show(self, text: str, markup: Any, message: Message, *, edited: bool = False) -> None:
-        tag = f" ({self.providers[-1]})" if self.providers else ""
+        replying = self.handling is not None and asyncio.current_task() is self.handling
+        tag = f" ({self.providers[-1]})" if self.providers and replying else ""
         first, *rest = text.splitlines() or [""]
         lines = [f"luka{tag}{' (edited)' if edited else ''}: {first}", *(f"  {line}" for line in rest)]
         if isinstance(markup, InlineKeyboardMarkup):
@@ -154,10 +157,13 @@ class Console:
         if update is None:
             return
         self.session.providers.clear()
+        self.session.handling = asyncio.create_task(self.dp.feed_update(self.bot, update))
         try:
-            await self.dp.feed_update(self.bot, update)
+            await self.session.handling
         except Exception:  # noqa: BLE001 - a handler's bug must not end the session
             logger.exception("the update failed")
+        finally:
+            self.session.handling = None
 
     async def run(self, lines: TextIO = sys.stdin) -> None:
         """Handle each line until end of input (Ctrl-D). A daemon thread reads, so Ctrl-C never waits for it."""
