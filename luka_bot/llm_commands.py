@@ -21,6 +21,7 @@ from typing import Any
 from luka_bot.core.config import Settings
 from luka_bot.core.logging_setup import setup_logging
 from luka_bot.services.llm_provider_fallback import create_llm_provider_fallback
+from luka_bot.services.state_stores import redis_options
 from plugins.llm_fallback import FailureKind, LLMProviderFallback
 from plugins.llm_fallback.admin import DEFAULT_FORCE_SECONDS
 from plugins.llm_fallback.engine import AUTH_SETTING_HINT, MAX_FORCE_SECONDS, MIN_FORCE_SECONDS
@@ -54,6 +55,7 @@ def run(name: str, settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def status(settings: Settings, args: argparse.Namespace) -> int:
+    _require_bot_namespace(settings)
     fallback = create_llm_provider_fallback(settings)
     try:
         stats = await fallback.get_provider_stats()
@@ -151,6 +153,13 @@ def _force_arguments(fallback: LLMProviderFallback, provider: str, seconds: int 
     return name, seconds
 
 
+def _require_bot_namespace(settings: Settings) -> None:
+    """The bot's keys are under its bot id (from BOT_TOKEN): without it we would look elsewhere."""
+    if redis_options(settings).configured and settings.BOT_TOKEN is None and not settings.REDIS_PREFIX:
+        raise UsageError("BOT_TOKEN is not set: the bot keeps its provider state in Redis under its bot id, so give "
+                         "this command the bot's settings (its .env, or BOT_TOKEN / REDIS_PREFIX). Nothing changed.")
+
+
 async def _require_shared_store(fallback: LLMProviderFallback) -> None:
     kind = (await fallback.get_provider_stats())["store"]
     if kind == "memory":
@@ -167,6 +176,7 @@ def _check_written(fallback: LLMProviderFallback) -> None:
 
 
 async def force(settings: Settings, args: argparse.Namespace) -> int:
+    _require_bot_namespace(settings)
     fallback = create_llm_provider_fallback(settings)
     try:
         provider, seconds = _force_arguments(fallback, args.provider, args.seconds)
@@ -182,6 +192,7 @@ async def force(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def clear(settings: Settings, args: argparse.Namespace) -> int:
+    _require_bot_namespace(settings)
     fallback = create_llm_provider_fallback(settings)
     try:
         await _require_shared_store(fallback)

@@ -18,9 +18,8 @@ from aiogram.types import User
 from aiogram.utils.backoff import Backoff, BackoffConfig
 
 from luka_bot.core.config import ConfigError, Settings
-from luka_bot.core.loader import build_app, build_bot
+from luka_bot.core.loader import App, build_app, build_bot
 from luka_bot.core.logging_setup import setup_logging
-from plugins.llm_fallback import LLMProviderFallback
 
 logger = logging.getLogger("luka_bot")
 
@@ -50,9 +49,9 @@ async def wait_for_telegram(bot: Bot, backoff_config: BackoffConfig = TELEGRAM_B
             await asyncio.sleep(delay)
 
 
-async def store_in_use(fallback: LLMProviderFallback) -> str:
-    """What the state store really is now (reading the status touches Redis once)."""
-    kind = (await fallback.get_provider_stats())["store"]
+async def store_in_use(app: App) -> str:
+    """What the state store really is now (Redis is tried once)."""
+    kind = await app.stores.check()
     return STORE_TEXT.get(kind, kind)
 
 
@@ -64,7 +63,7 @@ async def run_bot(settings: Settings) -> None:
         me = await wait_for_telegram(bot)
         app = build_app(settings, bot=bot)
         try:
-            store = await store_in_use(app.fallback)
+            store = await store_in_use(app)
             logger.info("🚀 luka_bot starting as @%s (state store: %s)", me.username, store)
             started = True
             if settings.WEBHOOK_URL:
@@ -77,7 +76,7 @@ async def run_bot(settings: Settings) -> None:
         finally:
             if not started:
                 await app.fallback.aclose()
-                await app.bot_store.close()
+                await app.stores.close()
     finally:
         if not started:
             await bot.session.close()
