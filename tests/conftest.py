@@ -39,7 +39,14 @@ from pydantic_ai.exceptions import (
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from plugins.llm_fallback import LLMFallbackModel, LLMProviderFallback, MemoryStateStore, ProviderSpec, StateStore
+from plugins.llm_fallback import (
+    LLMFallbackModel,
+    LLMProviderFallback,
+    LoopLagMonitor,
+    MemoryStateStore,
+    ProviderSpec,
+    StateStore,
+)
 from tests.fakes.redis_fixtures import own_redis, redis_server, redis_url  # noqa: F401
 
 OPENAI_KEY = "sk-test-SECRET-abcdef123456"
@@ -112,6 +119,17 @@ def http_error(status: int, model: str, message: str | None = None, **kwargs: An
 
 def refused(model: str) -> ModelConnectionError:
     return ModelConnectionError(model, "Connection refused", phase="connect")
+
+
+# --- a loop that never lags
+
+
+class ResponsiveLoop(LoopLagMonitor):
+    """A loop-lag monitor that never sees lag: for tests about timeouts, not about a busy loop
+    (on a loaded CI machine real lag could otherwise excuse the timeout under test)."""
+
+    def excuses(self, mark: float, elapsed: float) -> bool:
+        return False
 
 
 # --- scriptable providers -------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from plugins.llm_fallback import (
     ProviderSpec,
     StreamCutError,
 )
-from tests.conftest import Env, http_error, wait_until
+from tests.conftest import Env, ResponsiveLoop, http_error, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -102,7 +102,7 @@ async def test_cooldown_growth_is_capped(make_env):
 
 
 async def test_request_timeout_fails_over_and_cools_the_hanging_provider(make_env):
-    env = make_env()
+    env = make_env(loop_lag=ResponsiveLoop())
     env.fakes.gate("ollama")  # accepts, never answers
     result = await env.agent.run("hi", model_settings={"request_timeout": 0.2})
     assert result.output == "openai/g1"
@@ -111,7 +111,7 @@ async def test_request_timeout_fails_over_and_cools_the_hanging_provider(make_en
 
 
 async def test_first_event_timeout_fails_a_stream_over(make_env):
-    env = make_env()
+    env = make_env(loop_lag=ResponsiveLoop())
     env.fakes.gate("ollama")
     async with env.agent.run_stream("hi", model_settings={"first_event_timeout": 0.2}) as result:
         text = "".join([c async for c in result.stream_text(delta=True)])
@@ -232,7 +232,7 @@ async def test_a_timeout_explained_by_event_loop_lag_fails_over_without_cooldown
 
 
 async def test_the_same_timeout_with_a_responsive_loop_cools_the_provider(make_env):
-    env = make_env()
+    env = make_env(loop_lag=ResponsiveLoop())
     env.fakes.gate("ollama")
     assert await _ask_while_the_loop_is_blocked(env, block=0.0) == "openai/g1"
     assert (await env.health("ollama"))["state"] == "cooling"

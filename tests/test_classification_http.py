@@ -33,7 +33,7 @@ from plugins.llm_fallback import (
     ModelFactory,
     ProviderSpec,
 )
-from tests.conftest import wait_until
+from tests.conftest import ResponsiveLoop, wait_until
 from tests.fakes.fake_llm import FakeLLM
 
 SECRET = "sk-test-SECRET-0123456789abcdef"
@@ -85,7 +85,8 @@ def build_engine(primary: FakeLLM, fallback: FakeLLM, clock: Clock, *, order: Se
                  timeout: float = TIMEOUT) -> LLMProviderFallback:
     servers = {"ollama": (primary, ollama_models), "openai": (fallback, openai_models)}
     specs = [spec(name, servers[name][0], servers[name][1], timeout=timeout) for name in order]
-    return LLMProviderFallback(specs, MemoryStateStore(clock), clock=clock, failure_cooldown=300)
+    return LLMProviderFallback(specs, MemoryStateStore(clock), clock=clock, failure_cooldown=300,
+                               loop_lag=ResponsiveLoop())  # timeouts here are the server's, whatever the CI load
 
 
 @pytest.fixture
@@ -197,7 +198,8 @@ def blackholed_engine(url: str, fallback: FakeLLM, clock: Clock) -> LLMProviderF
         ProviderSpec("openai", "openai", fallback.v1_url, ("g1",), api_key=SecretStr(SECRET), timeout=5.0,
                      connect_timeout=0.3),
     ]
-    return LLMProviderFallback(specs, MemoryStateStore(clock), clock=clock, failure_cooldown=300)
+    return LLMProviderFallback(specs, MemoryStateStore(clock), clock=clock, failure_cooldown=300,
+                               loop_lag=ResponsiveLoop())  # timeouts here are the server's, whatever the CI load
 
 
 async def test_connect_timeout_fails_over_after_the_connect_timeout(blackhole_url, servers, fake_clock,
