@@ -32,15 +32,17 @@ from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls
 from luka_bot.core.config import load_settings
 from luka_bot.core.loader import App, build_app
 from luka_bot.services.llm_provider_fallback import set_llm_provider_fallback
+from luka_bot.services.message_text import TELEGRAM_LIMIT, split_text
 from luka_bot.services.streaming import (
     Generations,
     PreviewMode,
     SideEffectsRan,
     StreamCapabilities,
 )
+from luka_bot.services.streaming.frames import visible_tail
 from luka_bot.services.streaming.preview import Preview
 from luka_bot.services.streaming.reply import stream_reply
-from plugins.llm_fallback import FailoverModel, LLMProviderFallback, MemoryStateStore, build_store
+from plugins.llm_fallback import FailoverModel, LLMProviderFallback, MemoryStateStore, StreamCutError, build_store
 from tests.conftest import FakeClock, provider_specs, wait_until
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.fake_telegram import FakeTelegram
@@ -293,7 +295,7 @@ async def test_a_cut_after_a_side_effecting_tool_is_not_restarted(
 async def test_a_cut_after_a_pure_tool_is_restarted_on_the_next_provider(
     booking: tuple[Agent[None, str], list[str], list[str]], clock: FakeClock,
 ) -> None:
-    agent, calls, booked = booking
+    agent, calls, _ = booking
     preview, _ = paced_preview(RecordingFrames(clock), clock)
     answer = await stream_reply(agent, "book me a table", [], preview, token=None,  # type: ignore[arg-type]
                                 attempts=2, has_side_effects=lambda name: False)
@@ -305,8 +307,6 @@ async def test_a_cut_after_a_pure_tool_is_restarted_on_the_next_provider(
 async def test_restarts_are_bounded_by_the_number_of_attempts(
     booking: tuple[Agent[None, str], list[str], list[str]], clock: FakeClock,
 ) -> None:
-    from plugins.llm_fallback import StreamCutError
-
     agent, calls, _ = booking
     preview, _ = paced_preview(RecordingFrames(clock), clock)
     with pytest.raises(StreamCutError):
@@ -332,3 +332,40 @@ async def test_a_stop_received_by_another_process_stops_the_reply(redis_url: str
     finally:
         await owner_store.close()
         await other_store.close()
+
+
+# --- long replies and the fake's drafts --------------------------------------------------------------
+
+
+def test_a_draft_of_a_long_reply_shows_its_last_chunk_within_the_limit() -> None:
+    long_text = " ".join(f"word{i}" for i in range(2000))
+    assert len(long_text) > 2 * TELEGRAM_LIMIT
+    assert visible_tail(long_text) == split_text(long_text)[-1] and len(visible_tail(long_text)) <= TELEGRAM_LIMIT
+    assert visible_tail("short") == "short" and visible_tail("") == ""
+
+
+async def test_fake_drafts_follow_telegrams_rules() -> None:
+    async with FakeTelegram() as fake:
+        bot = Bot(fake.token, session=AiohttpSession(api=TelegramAPIServer.from_base(fake.url)))
+        try:
+            fake.send_message("hi", user_id=USER)
+            fake.send_message("hi", user_id=USER, chat_id=-100777, chat_type="supergroup")
+            assert await bot.send_message_draft(chat_id=USER, draft_id=5, text="", can_stop=True) is True
+            with pytest.raises(TelegramBadRequest):
+                await bot.send_message_draft(chat_id=-100777, draft_id=5, text="x")  # private chats only
+            with pytest.raises(TelegramBadRequest):
+                await bot.send_message_draft(chat_id=USER, draft_id=0, text="x")
+            with pytest.raises(TelegramBadRequest):
+                await bot.send_message_draft(chat_id=USER, draft_id=5, text="x" * 4097)
+            assert fake.draft_frames(USER) == [{**fake.draft_frames(USER)[0], "text": "", "can_stop": True}]
+            with pytest.raises(ValueError, match="no draft 6"):
+                fake.stop_generation(USER, 6)
+            event = fake.stop_generation(USER, 5)
+            assert fake.pending_updates[-1]["stopped_message_generation"] == event
+            fake.refuse("sendMessageDraft")
+            with pytest.raises(TelegramNotFound):
+                await bot.send_message_draft(chat_id=USER, draft_id=5, text="x")
+            fake.accept("sendMessageDraft")
+            assert await bot.send_message_draft(chat_id=USER, draft_id=5, text="x") is True
+        finally:
+            await bot.session.close()

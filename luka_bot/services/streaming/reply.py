@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from typing import Any
 
 from pydantic_ai import Agent, CancellationToken, RunContext
@@ -26,8 +26,10 @@ from .preview import Preview
 
 logger = logging.getLogger(__name__)
 
+EventStreamHandler = Callable[[RunContext[Any], AsyncIterable[AgentStreamEvent]], Awaitable[None]]
 
-class ReplyStopped(Exception):  # noqa: N818 - an outcome, not an error
+
+class ReplyStopped(Exception):
     """The user pressed Stop: `partial` is what was generated so far."""
 
     def __init__(self, partial: str):
@@ -45,12 +47,7 @@ async def stream_reply(agent: Agent[Any, str], prompt: str, history: Sequence[Mo
     """The complete answer; raises `ReplyStopped`, `SideEffectsRan` or the model's error."""
     for attempt in range(1, max(attempts, 1) + 1):
         acted: list[str] = []
-
-        async def watch_tools(_: RunContext[Any], events: AsyncIterable[AgentStreamEvent]) -> None:
-            async for event in events:
-                if isinstance(event, FunctionToolCallEvent) and has_side_effects(event.part.tool_name):
-                    acted.append(event.part.tool_name)
-
+        watch_tools = _tools_with_side_effects(acted, has_side_effects)
         if attempt > 1:
             preview.restart()
         try:
@@ -69,6 +66,17 @@ async def stream_reply(agent: Agent[Any, str], prompt: str, history: Sequence[Mo
             logger.warning("↻ Stream from %s/%s broke off after the first token (%s): restarting the reply "
                            "(attempt %d of %d)", cut.provider, cut.model, cut.error, attempt + 1, attempts)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _tools_with_side_effects(acted: list[str], has_side_effects: Callable[[str], bool]) -> EventStreamHandler:
+    """An `event_stream_handler` that notes, in `acted`, each tool with side effects the run calls."""
+
+    async def watch_tools(_: RunContext[Any], events: AsyncIterable[AgentStreamEvent]) -> None:
+        async for event in events:
+            if isinstance(event, FunctionToolCallEvent) and has_side_effects(event.part.tool_name):
+                acted.append(event.part.tool_name)
+
+    return watch_tools
 
 
 @contextlib.asynccontextmanager
