@@ -46,11 +46,13 @@ class PacedLLM(FakeLLM):
     """A FakeLLM whose streamed replies come piece by piece, `pace` s apart, like a model generating.
 
     `hold`: when set to an unset `asyncio.Event`, the stream pauses after its first content piece
-    until the event is set (or the client goes away).
+    until the event is set (or the client goes away). `truncate`: the stream ends cleanly after its
+    content, but without a finish reason and without `[DONE]` (a truncated answer).
     """
 
     pace = 0.15
     hold: asyncio.Event | None = None
+    truncate = False
 
     async def _stream(self, request: web.Request, body: dict[str, Any], model: str, mode: str) -> web.StreamResponse:
         if mode not in ("ok", "cut_stream") or body.get("tools") and "final_result" in json.dumps(body["tools"]):
@@ -58,6 +60,9 @@ class PacedLLM(FakeLLM):
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         for index, chunk in enumerate(self._stream_chunks(body, model)):
+            if self.truncate and chunk["choices"] and chunk["choices"][0]["finish_reason"]:
+                await response.write_eof()
+                return response
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
             if index == 0:
                 continue
@@ -274,6 +279,23 @@ async def test_a_stream_cut_after_the_first_token_restarts_on_the_fallback(world
     assert await world.redis.get("llm:cooldown:ollama") is not None, "the provider that cut is recorded"
     assert "↻ Stream from ollama/m1 broke off after the first token" in world.log()
     world.transcript("A stream cut after the first token, restarted on the fallback", after=mark)
+    await _clear(world)
+
+
+async def test_a_truncated_stream_is_not_an_answer_and_restarts_on_the_fallback(world: World) -> None:
+    world.primary.truncate = True
+    try:
+        mark = world.fake.mark()
+        world.fake.send_message("What about Turin?", user_id=USER)
+        final = await world.says(USER, FALLBACK_REPLY, after=mark)
+    finally:
+        world.primary.truncate = False
+    drafts = [c.params.get("text", "") for c in world.calls("sendMessageDraft", after=mark, before=final.index)]
+    assert any(text and PRIMARY_REPLY.startswith(text) for text in drafts), "the primary's words were streamed"
+    assert [c.params["text"] for c in world.calls("sendMessage", after=mark) if c.ok] == [FALLBACK_REPLY]
+    assert (await world.history())[-1] == {"role": "assistant", "text": FALLBACK_REPLY}
+    assert await world.redis.get("llm:cooldown:ollama") is not None
+    world.transcript("A truncated stream (no finish reason), restarted on the fallback", after=mark)
     await _clear(world)
 
 

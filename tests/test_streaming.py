@@ -42,7 +42,7 @@ from luka_bot.services.streaming import (
 from luka_bot.services.streaming.frames import visible_tail
 from luka_bot.services.streaming.preview import Preview
 from luka_bot.services.streaming.reply import stream_reply
-from plugins.llm_fallback import FailoverModel, LLMProviderFallback, MemoryStateStore, StreamCutError, build_store
+from plugins.llm_fallback import LLMFallbackModel, LLMProviderFallback, MemoryStateStore, StreamCutError, build_store
 from tests.conftest import FakeClock, provider_specs, wait_until
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.fake_telegram import FakeTelegram
@@ -275,7 +275,7 @@ def booking(clock: FakeClock) -> tuple[Agent[None, str], list[str], list[str]]:
         booked.append("table")
         return "booked"
 
-    agent = Agent(FailoverModel(engine), tools=[Tool(book_table, metadata={"side_effects": True})])
+    agent = Agent(LLMFallbackModel(engine), tools=[Tool(book_table, metadata={"side_effects": True})])
     return agent, calls, booked
 
 
