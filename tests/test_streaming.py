@@ -36,6 +36,7 @@ from luka_bot.services.message_text import TELEGRAM_LIMIT, split_text
 from luka_bot.services.streaming import (
     Generations,
     PreviewMode,
+    ReplyStopped,
     SideEffectsRan,
     StreamCapabilities,
 )
@@ -285,7 +286,7 @@ async def test_a_cut_after_a_side_effecting_tool_is_not_restarted(
     agent, calls, booked = booking
     preview, _ = paced_preview(RecordingFrames(clock), clock)
     with pytest.raises(SideEffectsRan):
-        await stream_reply(agent, "book me a table", [], preview, token=None, attempts=2,  # type: ignore[arg-type]
+        await stream_reply(agent, "book me a table", [], preview, token=None, attempts=2,
                            has_side_effects=lambda name: name == "book_table")
     await preview.close()
     assert booked == ["table"], "the table is booked once, not twice"
@@ -297,7 +298,7 @@ async def test_a_cut_after_a_pure_tool_is_restarted_on_the_next_provider(
 ) -> None:
     agent, calls, _ = booking
     preview, _ = paced_preview(RecordingFrames(clock), clock)
-    answer = await stream_reply(agent, "book me a table", [], preview, token=None,  # type: ignore[arg-type]
+    answer = await stream_reply(agent, "book me a table", [], preview, token=None,
                                 attempts=2, has_side_effects=lambda name: False)
     await preview.close()
     assert answer == "openai: booked, see you at eight."
@@ -310,10 +311,38 @@ async def test_restarts_are_bounded_by_the_number_of_attempts(
     agent, calls, _ = booking
     preview, _ = paced_preview(RecordingFrames(clock), clock)
     with pytest.raises(StreamCutError):
-        await stream_reply(agent, "book me a table", [], preview, token=None,  # type: ignore[arg-type]
+        await stream_reply(agent, "book me a table", [], preview, token=None,
                            attempts=1, has_side_effects=lambda name: False)
     await preview.close()
     assert "openai" not in calls
+
+
+async def test_stop_keeps_the_partial_text_and_blames_no_provider(make_env: Callable[..., Any], clock: FakeClock) -> None:
+    env = make_env()
+    hold = asyncio.Event()
+    calls: list[str] = []
+
+    async def slow(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        calls.append("ollama")
+        yield "Once upon "
+        await hold.wait()
+        yield "a time."
+
+    env.engine.models["ollama"]["m1"] = FunctionModel(stream_function=slow, model_name="ollama-m1")
+    generations = Generations()
+    preview, _ = paced_preview(RecordingFrames(clock), clock)
+    with generations.running(1, 9) as token:
+        run = asyncio.create_task(stream_reply(Agent(LLMFallbackModel(env.engine)), "a story", [], preview,
+                                               token=token, attempts=2, has_side_effects=lambda name: True))
+        await wait_until(lambda: preview.text == "Once upon ")
+        assert await generations.stop(1, 9) is True
+        with pytest.raises(ReplyStopped) as stopped:
+            await run
+    await preview.close()
+    assert stopped.value.partial == "Once upon " and calls == ["ollama"]
+    assert env.fakes.count("openai") == 0, "a Stop is not a failure: nothing fails over"
+    health = await env.health("ollama")
+    assert health["state"] == "healthy" and health["cooldown_seconds_left"] == 0, health
 
 
 # --- Stop across processes -----------------------------------------------------------------------

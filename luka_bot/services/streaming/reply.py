@@ -42,7 +42,7 @@ class SideEffectsRan(RuntimeError):
 
 
 async def stream_reply(agent: Agent[Any, str], prompt: str, history: Sequence[ModelMessage], preview: Preview, *,
-                       token: CancellationToken, attempts: int,
+                       token: CancellationToken | None, attempts: int,
                        has_side_effects: Callable[[str], bool]) -> str:
     """The complete answer; raises `ReplyStopped`, `SideEffectsRan` or the model's error."""
     for attempt in range(1, max(attempts, 1) + 1):
@@ -57,6 +57,8 @@ async def stream_reply(agent: Agent[Any, str], prompt: str, history: Sequence[Mo
                     preview.append(delta)
             return preview.text
         except RunCancelled:
+            if token is None or not token.cancelled:  # e.g. a run deadline (RunTimedOut): not the user's Stop
+                raise
             raise ReplyStopped(preview.text) from None
         except StreamCutError as cut:
             if acted:
