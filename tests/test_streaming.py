@@ -29,7 +29,7 @@ from pydantic_ai.exceptions import ModelConnectionError
 from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
-from luka_bot.core.config import load_settings
+from luka_bot.core.config import ConfigError, load_settings
 from luka_bot.core.loader import App, build_app
 from luka_bot.services.llm_provider_fallback import set_llm_provider_fallback
 from luka_bot.services.message_text import TELEGRAM_LIMIT, split_text
@@ -398,3 +398,17 @@ async def test_fake_drafts_follow_telegrams_rules() -> None:
             assert await bot.send_message_draft(chat_id=USER, draft_id=5, text="x") is True
         finally:
             await bot.session.close()
+
+
+@pytest.mark.parametrize(("overrides", "setting"), [({"STREAMING": "maybe"}, "STREAMING"),
+                                                     ({"STREAM_DRAFT_INTERVAL": "0"}, "STREAM_DRAFT_INTERVAL"),
+                                                     ({"STREAM_DRAFT_INTERVAL": "fast"}, "STREAM_DRAFT_INTERVAL")])
+def test_bad_streaming_settings_are_refused_naming_the_setting(overrides: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError, match=setting):
+        load_settings(_env_file=None, **overrides)
+
+
+def test_streaming_settings_defaults_and_spelling() -> None:
+    settings = load_settings(_env_file=None)
+    assert (settings.STREAMING, settings.STREAM_DRAFT_INTERVAL) == ("on", 1.0)
+    assert load_settings(_env_file=None, STREAMING=" OFF ").STREAMING == "off"
