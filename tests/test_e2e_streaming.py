@@ -66,11 +66,11 @@ class PacedLLM(FakeLLM):
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
             if index == 0:
                 continue
-            if mode == "cut_stream":  # role chunk + first content piece, then the connection drops
-                return await self._drop_connection(request, response)
             if self.hold is not None:
                 await self.hold.wait()
             await asyncio.sleep(self.pace)  # the model generating its next piece
+            if mode == "cut_stream":  # role chunk + first content piece, then the connection drops
+                return await self._drop_connection(request, response)
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response

@@ -104,14 +104,12 @@ async def test_streaming_off_is_typing_then_one_message(make_app: Callable[..., 
     assert env.fake.calls_of("sendChatAction"), "typing… while the model works"
 
 
-async def test_streaming_on_shows_a_draft_before_the_message(make_app: Callable[..., Awaitable[Env]]) -> None:
-    env = await make_app()
+async def test_a_reply_complete_before_the_first_frame_needs_no_draft(make_app: Callable[..., Awaitable[Env]]) -> None:
+    env = await make_app()  # FakeLLM streams its whole reply in a few ms: less than FIRST_FRAME_DELAY
     await env.say("/new")
-    question = await env.say("hello")
-    (draft, *_) = env.fake.calls_of("sendMessageDraft")
-    final = env.fake.calls_of("sendMessage")[-1]
-    assert draft.ok and draft.params["draft_id"] == question["message_id"] and draft.index < final.index
-    assert final.params["text"] == "answer from ollama"
+    await env.say("hello")
+    assert env.texts()[-1] == "answer from ollama"
+    assert env.fake.calls_of("sendMessageDraft") == [], "no draft call that the message replaces at once"
 
 
 async def test_a_failing_typing_indicator_leaves_no_unretrieved_task(
@@ -182,8 +180,10 @@ def retry_after(seconds: int) -> TelegramRetryAfter:
 async def test_frames_come_at_most_once_per_interval_with_the_newest_text(clock: FakeClock) -> None:
     frames = RecordingFrames(clock)
     preview, sleeps = paced_preview(frames, clock, interval=1.0)
+    started = clock.now
     preview.append("a")
     await wait_until(lambda: len(frames.sent) == 1)
+    assert frames.sent[0][0] - started == pytest.approx(0.25), "the first frame waits FIRST_FRAME_DELAY"
     for word in ("b", "c", "d"):  # faster than the interval: only the newest text is shown next
         preview.append(word)
     await wait_until(lambda: len(frames.sent) == 2)
@@ -201,7 +201,7 @@ async def test_flood_control_pauses_frames_and_close_does_not_wait_for_the_pause
         pauses.append(seconds)
         await gate.wait()
 
-    preview = Preview(frames, 1.0, on_refused=lambda f, e: None, clock=clock, sleep=sleep)
+    preview = Preview(frames, 1.0, on_refused=lambda f, e: None, first_delay=0, clock=clock, sleep=sleep)
     preview.append("hello")
     await wait_until(lambda: pauses == [30])  # the 429 was honoured: the next frame waits 30 s
     preview.append(" world")

@@ -2,7 +2,8 @@
 
 The model's text is appended as it streams (`append`, cheap, never waits for Telegram); a
 background task sends the newest text as one frame when the interval has passed, skipping
-the frames in between (as grammY's stream plugin does). Flood control (429) pauses the
+the frames in between (as grammY's stream plugin does). The first frame waits
+`FIRST_FRAME_DELAY` (at most one interval): a reply complete by then needs no draft. Flood control (429) pauses the
 frames for `retry_after` and the next frame carries the newest text: a draft is only a
 preview, so nothing is lost. A refused method moves the preview one mode down
 (`StreamCapabilities`). `close()` never waits for a pause: only a frame already in flight
@@ -24,19 +25,23 @@ from .frames import Frames
 logger = logging.getLogger(__name__)
 
 Refused = Callable[[Frames, TelegramAPIError], Frames | None]
+FIRST_FRAME_DELAY = 0.25
+"""Seconds from the first token to the first frame (at most one interval): a reply complete by
+then goes out as one message, without a draft call that would be replaced milliseconds later."""
 IN_FLIGHT_WAIT = 5.0
 """Seconds `close()` waits for a frame already sent to be answered, before giving up on it."""
 
 
 class Preview:
     def __init__(self, frames: Frames | None, interval: float, *, on_refused: Refused,
-                 clock: Callable[[], float] = time.monotonic,
+                 first_delay: float = FIRST_FRAME_DELAY, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
         self.frames = frames
         self.interval = interval
         self.on_refused = on_refused
         self.clock = clock
         self.sleep = sleep
+        self.first_delay = min(first_delay, interval)
         self._parts: list[str] = []
         self._shown: str | None = None
         self._next_at = 0.0
@@ -63,6 +68,7 @@ class Preview:
             return
         self._changed.set()
         if self._task is None:
+            self._next_at = self.clock() + self.first_delay
             self._task = asyncio.create_task(self._pump(), name="reply-preview")
 
     async def close(self) -> Frames | None:
