@@ -23,7 +23,7 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramBadRequest, TelegramNotFound, TelegramRetryAfter
 from aiogram.methods import SendMessageDraft
-from aiogram.types import Update
+from aiogram.types import Message, Update
 from pydantic_ai import Agent, Tool
 from pydantic_ai.exceptions import ModelConnectionError
 from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart
@@ -37,10 +37,11 @@ from luka_bot.services.streaming import (
     Generations,
     PreviewMode,
     ReplyStopped,
+    ReplyStreaming,
     SideEffectsRan,
     StreamCapabilities,
 )
-from luka_bot.services.streaming.frames import visible_tail
+from luka_bot.services.streaming.frames import EditFrames, visible_tail
 from luka_bot.services.streaming.preview import Preview
 from luka_bot.services.streaming.reply import stream_reply
 from plugins.llm_fallback import LLMFallbackModel, LLMProviderFallback, MemoryStateStore, StreamCutError, build_store
@@ -396,6 +397,24 @@ async def test_fake_drafts_follow_telegrams_rules() -> None:
                 await bot.send_message_draft(chat_id=USER, draft_id=5, text="x")
             fake.accept("sendMessageDraft")
             assert await bot.send_message_draft(chat_id=USER, draft_id=5, text="x") is True
+        finally:
+            await bot.session.close()
+
+
+async def test_a_question_in_a_private_topic_is_streamed_into_that_topic() -> None:
+    async with FakeTelegram() as fake:
+        bot = Bot(fake.token, session=AiohttpSession(api=TelegramAPIServer.from_base(fake.url)))
+        try:
+            raw = fake.send_message("hi", user_id=USER)
+            question = Message.model_validate({**raw, "message_thread_id": 77, "is_topic_message": True})
+            streaming = ReplyStreaming(interval=0.05)
+            async with streaming.reply(bot, question) as reply:
+                await reply.frames.send("partial")  # type: ignore[union-attr]
+            (draft,) = fake.calls_of("sendMessageDraft")
+            assert draft.params["message_thread_id"] == 77 and draft.params["draft_id"] == question.message_id
+            edits = EditFrames(bot, USER, thread_id=77)
+            await edits.send("partial")
+            assert fake.calls_of("sendMessage")[-1].params["message_thread_id"] == 77
         finally:
             await bot.session.close()
 

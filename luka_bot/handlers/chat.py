@@ -66,7 +66,7 @@ def build_router() -> Router:
         thread_id = await conversations.current_thread(user_id)
         is_new = thread_id is None or not await conversations.history(user_id, thread_id)
         thread_id = thread_id or await conversations.start_thread(user_id)
-        async with reply_streaming.reply(bot, message.chat, draft_id=message.message_id) as reply:
+        async with reply_streaming.reply(bot, message) as reply:
             async with TypingAction.typing(bot=bot, chat_id=message.chat.id):
                 history = await conversations.history(user_id, thread_id)
                 agent = await create_static_agent_with_basic_tools(user_id, llm_models)

@@ -3,7 +3,7 @@
 - `ReplyStreaming` (one per bot, injected by the dispatcher as `reply_streaming`): settings,
   what the Bot API server accepts (`StreamCapabilities`), the replies in progress
   (`Generations`, where a Stop finds its run);
-- a reply: `reply_streaming.reply(bot, chat, draft_id)` → `StreamedReply` (drafts or edits,
+- a reply: `reply_streaming.reply(bot, message)` → `StreamedReply` (drafts or edits,
   restarted after a cut, stoppable), or `PlainReply` when STREAMING=off;
 - `TypingAction`: "typing…" that never leaks a failed background task.
 """
@@ -57,11 +57,12 @@ class PlainReply:
 class StreamedReply:
     """One reply shown while it is generated (drafts, or edits of one message), then sent in full."""
 
-    def __init__(self, streaming: ReplyStreaming, bot: Bot, chat: Chat, draft_id: int):
+    def __init__(self, streaming: ReplyStreaming, bot: Bot, question: Message):
         self.streaming = streaming
-        self.chat = chat
-        self.draft_id = draft_id
-        frames = streaming.frames_for(bot, chat, draft_id)
+        self.chat = question.chat
+        self.draft_id = question.message_id  # unique in the chat, the same in every replica
+        self.thread_id = question.message_thread_id if question.is_topic_message else None
+        frames = streaming.frames_for(bot, self.chat, self.draft_id, self.thread_id)
         interval = streaming.interval
         if frames is not None and frames.mode is PreviewMode.EDIT:
             interval = max(interval * EDIT_INTERVAL_FACTOR, MIN_EDIT_INTERVAL)
@@ -75,7 +76,7 @@ class StreamedReply:
         mode = self.streaming.capabilities.refused(self.chat.type, frames.mode, error)
         if mode is PreviewMode.EDIT:
             self.preview.interval = max(self.preview.interval * EDIT_INTERVAL_FACTOR, MIN_EDIT_INTERVAL)
-        return self.streaming.frames_for(self.bot, self.chat, self.draft_id)
+        return self.streaming.frames_for(self.bot, self.chat, self.draft_id, self.thread_id)
 
     async def generate(self, agent: Agent[Any, str], prompt: str, history: Sequence[ModelMessage], *,
                        attempts: int, has_side_effects: Callable[[str], bool]) -> str:
@@ -111,20 +112,21 @@ class ReplyStreaming:
         self.capabilities = StreamCapabilities()
         self.generations = Generations(store)
 
-    def frames_for(self, bot: Bot, chat: Chat, draft_id: int) -> Frames | None:
+    def frames_for(self, bot: Bot, chat: Chat, draft_id: int, thread_id: int | None = None) -> Frames | None:
         mode = self.capabilities.mode_for(chat.type)
         if mode is PreviewMode.DRAFT:
-            return DraftFrames(bot, chat.id, draft_id)
+            return DraftFrames(bot, chat.id, draft_id, thread_id)
         if mode is PreviewMode.EDIT:
-            return EditFrames(bot, chat.id)
+            return EditFrames(bot, chat.id, thread_id)
         return None
 
     @contextlib.asynccontextmanager
-    async def reply(self, bot: Bot, chat: Chat, draft_id: int) -> AsyncIterator[StreamedReply | PlainReply]:
+    async def reply(self, bot: Bot, question: Message) -> AsyncIterator[StreamedReply | PlainReply]:
+        """The reply to the user's `question`: streamed (one draft per question), or plain when off."""
         if not self.enabled:
             yield PlainReply()
             return
-        reply = StreamedReply(self, bot, chat, draft_id)
+        reply = StreamedReply(self, bot, question)
         try:
             yield reply
         finally:

@@ -41,15 +41,16 @@ class DraftFrames:
 
     mode = PreviewMode.DRAFT
 
-    def __init__(self, bot: Bot, chat_id: int, draft_id: int):
+    def __init__(self, bot: Bot, chat_id: int, draft_id: int, thread_id: int | None = None):
         self.bot = bot
         self.chat_id = chat_id
         self.draft_id = draft_id
+        self.thread_id = thread_id
 
     async def send(self, text: str) -> None:
         # "" shows Telegram's "Thinking…" placeholder: a restarted reply starts from it.
         await self.bot.send_message_draft(chat_id=self.chat_id, draft_id=self.draft_id, text=visible_tail(text),
-                                          parse_mode=None, can_stop=True)
+                                          message_thread_id=self.thread_id, parse_mode=None, can_stop=True)
 
     async def finish(self, chunks: list[str]) -> list[str]:
         return chunks  # a draft is never the message: the final one is sent and replaces it
@@ -63,15 +64,17 @@ class EditFrames:
 
     mode = PreviewMode.EDIT
 
-    def __init__(self, bot: Bot, chat_id: int):
+    def __init__(self, bot: Bot, chat_id: int, thread_id: int | None = None):
         self.bot = bot
         self.chat_id = chat_id
+        self.thread_id = thread_id
         self.message_id: int | None = None
 
     async def send(self, text: str) -> None:
         if self.message_id is None:
             if text:
-                sent = await self.bot.send_message(self.chat_id, visible_tail(text), parse_mode=None)
+                sent = await self.bot.send_message(self.chat_id, visible_tail(text), parse_mode=None,
+                                                   message_thread_id=self.thread_id)
                 self.message_id = sent.message_id
             return
         await self._edit(visible_tail(text) or PLACEHOLDER)
