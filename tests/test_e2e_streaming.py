@@ -33,6 +33,8 @@ from tests.fakes.redis_server import RedisServer
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 TOKEN = "123456:E2E-stream-token-not-real"
+BOT_ID = TOKEN.split(":")[0]
+COOLDOWN_OLLAMA = f"llm:{BOT_ID}:cooldown:ollama"  # the failover state's key of the primary's cooldown
 OPENAI_KEY = "sk-test-e2e-stream-SECRET-42"
 ADMIN = 5001
 USER = 1101
@@ -105,8 +107,9 @@ class World:
         return [c for c in self.fake.calls[after:before] if c.method == method and c.params.get("chat_id") == USER]
 
     async def history(self) -> list[dict[str, str]]:
-        thread = await self.redis.get(f"luka:thread:current:{USER}")
-        return [json.loads(raw) for raw in await self.redis.lrange(f"luka:history:{USER}:{thread}", 0, -1)]
+        thread = await self.redis.get(f"luka:{BOT_ID}:thread:current:{USER}")
+        history = await self.redis.lrange(f"luka:{BOT_ID}:history:{USER}:{thread}", 0, -1)
+        return [{"role": turn["role"], "text": turn["text"]} for turn in map(json.loads, history)]
 
     def transcript(self, title: str, *, after: int) -> str:
         """What the user saw: draft frames, edits and messages, in order."""
@@ -252,7 +255,7 @@ async def test_stop_cancels_the_reply_and_keeps_the_partial_text(world: World) -
         hold.set()
         world.primary.hold = None
     assert world.fallback.count() == 0, "a Stop is not a failure: nothing fails over"
-    assert await world.redis.get("llm:cooldown:ollama") is None, "and the primary is not cooled down"
+    assert await world.redis.get(COOLDOWN_OLLAMA) is None, "and the primary is not cooled down"
     history = await world.history()
     assert history[-1] == {"role": "assistant", "text": PRIMARY_REPLY}, "a stopped reply stays out of the history"
     assert "stopped by the user" in world.log()
@@ -276,7 +279,7 @@ async def test_a_stream_cut_after_the_first_token_restarts_on_the_fallback(world
     assert cut_at >= 1, drafts
     assert all(FALLBACK_REPLY.startswith(text) for text in drafts[cut_at:]) and any(drafts[cut_at:]), drafts
     assert (await world.history())[-1] == {"role": "assistant", "text": FALLBACK_REPLY}
-    assert await world.redis.get("llm:cooldown:ollama") is not None, "the provider that cut is recorded"
+    assert await world.redis.get(COOLDOWN_OLLAMA) is not None, "the provider that cut is recorded"
     assert "↻ Stream from ollama/m1 broke off after the first token" in world.log()
     world.transcript("A stream cut after the first token, restarted on the fallback", after=mark)
     await _clear(world)
@@ -294,7 +297,7 @@ async def test_a_truncated_stream_is_not_an_answer_and_restarts_on_the_fallback(
     assert any(text and PRIMARY_REPLY.startswith(text) for text in drafts), "the primary's words were streamed"
     assert [c.params["text"] for c in world.calls("sendMessage", after=mark) if c.ok] == [FALLBACK_REPLY]
     assert (await world.history())[-1] == {"role": "assistant", "text": FALLBACK_REPLY}
-    assert await world.redis.get("llm:cooldown:ollama") is not None
+    assert await world.redis.get(COOLDOWN_OLLAMA) is not None
     world.transcript("A truncated stream (no finish reason), restarted on the fallback", after=mark)
     await _clear(world)
 

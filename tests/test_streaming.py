@@ -33,6 +33,7 @@ from luka_bot.core.config import ConfigError, load_settings
 from luka_bot.core.loader import App, build_app
 from luka_bot.services.llm_provider_fallback import set_llm_provider_fallback
 from luka_bot.services.message_text import TELEGRAM_LIMIT, split_text
+from luka_bot.services.state_stores import build_stores
 from luka_bot.services.streaming import (
     Generations,
     PreviewMode,
@@ -44,7 +45,7 @@ from luka_bot.services.streaming import (
 from luka_bot.services.streaming.frames import EditFrames, visible_tail
 from luka_bot.services.streaming.preview import Preview
 from luka_bot.services.streaming.reply import stream_reply
-from plugins.llm_fallback import LLMFallbackModel, LLMProviderFallback, MemoryStateStore, StreamCutError, build_store
+from plugins.llm_fallback import LLMFallbackModel, LLMProviderFallback, MemoryStateStore, StreamCutError
 from tests.conftest import FakeClock, provider_specs, wait_until
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.fake_telegram import FakeTelegram
@@ -350,7 +351,9 @@ async def test_stop_keeps_the_partial_text_and_blames_no_provider(make_env: Call
 
 
 async def test_a_stop_received_by_another_process_stops_the_reply(redis_url: str) -> None:
-    owner_store, other_store = build_store(redis_url, prefix="luka:"), build_store(redis_url, prefix="luka:")
+    settings = load_settings(_env_file=None, BOT_TOKEN="4242:stop-test-token", REDIS_URL=redis_url)
+    owner_stores, other_stores = build_stores(settings), build_stores(settings)  # two bot processes
+    owner_store, other_store = owner_stores.bot, other_stores.bot
     owner, other = Generations(owner_store), Generations(other_store)
     try:
         with owner.running(7, 42) as token:
@@ -360,8 +363,8 @@ async def test_a_stop_received_by_another_process_stops_the_reply(redis_url: str
             assert token.cancelled
         assert await other.stop(7, 43) is False and len(owner) == 0
     finally:
-        await owner_store.close()
-        await other_store.close()
+        await owner_stores.close()
+        await other_stores.close()
 
 
 # --- long replies and the fake's drafts --------------------------------------------------------------

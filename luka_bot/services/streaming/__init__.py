@@ -20,8 +20,8 @@ from aiogram.types import Chat, Message
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage
 
+from luka_bot.services.bot_store import BotStore
 from luka_bot.services.message_text import split_text
-from plugins.llm_fallback.stores import StateStore
 
 from .capabilities import PreviewMode, StreamCapabilities, is_refusal
 from .frames import DraftFrames, EditFrames, Frames
@@ -106,7 +106,7 @@ class StreamedReply:
 
 
 class ReplyStreaming:
-    def __init__(self, *, enabled: bool = True, interval: float = 1.0, store: StateStore | None = None):
+    def __init__(self, *, enabled: bool = True, interval: float = 1.0, store: BotStore | None = None):
         self.enabled = enabled
         self.interval = interval
         self.capabilities = StreamCapabilities()

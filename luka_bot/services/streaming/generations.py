@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from pydantic_ai import CancellationToken
 
-from plugins.llm_fallback.stores import StateStore
+from luka_bot.services.bot_store import BotStore
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def _stop_key(chat_id: int, draft_id: int) -> str:
 
 
 class Generations:
-    def __init__(self, store: StateStore | None = None):
+    def __init__(self, store: BotStore | None = None):
         self.store = store
         self._running: dict[tuple[int, int], CancellationToken] = {}
 
