@@ -11,7 +11,7 @@ has it; it can be overridden from the environment as JSON, e.g.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -93,6 +93,15 @@ class Settings(BaseSettings):
     HISTORY_MAX_MESSAGES: int = Field(20, ge=2, le=200)
     HISTORY_TTL: int = Field(7 * 24 * 3600, gt=0)
 
+    # --- Streamed replies (issue 8 §1) ---
+    # on: private replies stream into a draft (sendMessageDraft; edits of one message where drafts are refused);
+    # off: "typing…", then one final message.
+    STREAMING: Literal["on", "off"] = "on"
+    # Seconds between two frames of a reply's draft (edits: 3× that, at least 3 s). 1 s: Telegram asks bots for
+    # at most ~1 message per second per chat and ~30 per second overall, and flood control answers 429 beyond.
+    STREAM_DRAFT_INTERVAL: float = Field(1.0, ge=0.05, le=30)
+    # --- end streamed replies ---
+
     @field_validator("ADMIN_IDS", mode="before")
     @classmethod
     def _split_ids(cls, value: Any) -> Any:
@@ -155,6 +164,11 @@ class Settings(BaseSettings):
         if level not in LOG_LEVELS:
             raise ValueError(f"unknown level {value!r}; use one of {', '.join(LOG_LEVELS)}")
         return level
+
+    @field_validator("STREAMING", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("WEBHOOK_PATH")
     @classmethod

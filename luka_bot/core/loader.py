@@ -20,6 +20,7 @@ from luka_bot.services.conversations import Conversations
 from luka_bot.services.llm_model_factory import LLMModelFactory
 from luka_bot.services.llm_provider_fallback import create_llm_provider_fallback, set_llm_provider_fallback
 from luka_bot.services.state_stores import Stores, build_stores
+from luka_bot.services.streaming import ReplyStreaming
 from plugins.llm_fallback import LLMProviderFallback, set_bot_commands, setup_llm_fallback
 
 logger = logging.getLogger("luka_bot")
@@ -69,7 +70,9 @@ def build_app(settings: Settings, *, fallback: LLMProviderFallback | None = None
 
     dp = Dispatcher(bot_store=bot_store,
                     conversations=Conversations(bot_store, max_messages=settings.HISTORY_MAX_MESSAGES,
-                                                ttl=settings.HISTORY_TTL))
+                                                ttl=settings.HISTORY_TTL),
+                    reply_streaming=ReplyStreaming(enabled=settings.STREAMING == "on",
+                                                   interval=settings.STREAM_DRAFT_INTERVAL, store=bot_store))
     SimpleI18nMiddleware(i18n).setup(dp)
     setup_llm_fallback(dp, fallback, admin_ids=settings.ADMIN_IDS, models=LLMModelFactory(fallback),
                        alert_locale=settings.DEFAULT_LANGUAGE)

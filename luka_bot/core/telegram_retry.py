@@ -1,4 +1,8 @@
-"""Flood control: a Bot API call answered with 429 waits `retry_after` and is retried once."""
+"""Flood control: a Bot API call answered with 429 waits `retry_after` and is retried once.
+
+Not a draft frame (`sendMessageDraft`): the next frame supersedes it, and waiting here would hold
+up the reply; the draft writer pauses its frames itself (luka_bot.services.streaming.preview).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,13 @@ from typing import Any
 from aiogram import Bot
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
 from aiogram.exceptions import TelegramRetryAfter
-from aiogram.methods import TelegramMethod
+from aiogram.methods import SendMessageDraft, TelegramMethod
 from aiogram.methods.base import Response
 
 logger = logging.getLogger(__name__)
 
 MAX_WAIT = 60
+NOT_RETRIED = (SendMessageDraft,)
 
 
 class RetryAfterMiddleware(BaseRequestMiddleware):
@@ -27,7 +32,7 @@ class RetryAfterMiddleware(BaseRequestMiddleware):
         try:
             return await make_request(bot, method)
         except TelegramRetryAfter as error:
-            if error.retry_after > self.max_wait:
+            if error.retry_after > self.max_wait or isinstance(method, NOT_RETRIED):
                 raise
             logger.warning("Telegram flood control on %s: waiting %ss, then retrying once",
                            type(method).__name__, error.retry_after)

@@ -1,4 +1,10 @@
-"""Private conversations: threads, history, "typing…", the agent, the apology when nothing works."""
+"""Private conversations: threads, history, the streamed reply, the apology when nothing works.
+
+A reply streams into a draft (or edits of one message) while it is generated, then goes out as
+a normal message; only complete answers enter the history. The Stop button under a draft
+(`stopped_message_generation`) cancels that reply: what was generated so far is sent, marked
+as stopped, and kept out of the history. See `luka_bot.services.streaming`.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +13,29 @@ import logging
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command
-from aiogram.types import Message
-from aiogram.utils.chat_action import ChatActionSender
+from aiogram.types import Message, MessageGenerationStopped
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 
-from luka_bot.services.agent_factory import create_static_agent_with_basic_tools
+from luka_bot.services.agent_factory import create_static_agent_with_basic_tools, tool_has_side_effects
 from luka_bot.services.conversations import Conversations
 from luka_bot.services.llm_model_factory import LLMModelFactory
+from luka_bot.services.streaming import ReplyStopped, ReplyStreaming, TypingAction
 from luka_bot.services.thread_names import generate_thread_name
 
-from .replies import answer_long
-
 logger = logging.getLogger(__name__)
+
+STREAMING_OFF = ReplyStreaming(enabled=False)
 
 
 def apology() -> str:
     return _("😔 I can't answer right now, try again in a minute.")
+
+
+def stopped(partial: str) -> str:
+    """The partial answer, marked as stopped by the user."""
+    mark = _("⏹ Stopped.")
+    return f"{partial.rstrip()}\n\n{mark}" if partial.strip() else mark
 
 
 def build_router() -> Router:
@@ -45,7 +57,8 @@ def build_router() -> Router:
         await message.answer("\n".join(lines), parse_mode=None)
 
     @router.message(F.text & ~F.text.startswith("/"))
-    async def chat(message: Message, bot: Bot, conversations: Conversations, llm_models: LLMModelFactory) -> None:
+    async def chat(message: Message, bot: Bot, conversations: Conversations, llm_models: LLMModelFactory,
+                   reply_streaming: ReplyStreaming = STREAMING_OFF) -> None:
         user_id = message.chat.id
         text = message.text or ""
         i18n = I18n.get_current(no_error=True)
@@ -53,24 +66,37 @@ def build_router() -> Router:
         thread_id = await conversations.current_thread(user_id)
         is_new = thread_id is None or not await conversations.history(user_id, thread_id)
         thread_id = thread_id or await conversations.start_thread(user_id)
-        async with ChatActionSender.typing(bot=bot, chat_id=message.chat.id):
-            history = await conversations.history(user_id, thread_id)
-            agent = await create_static_agent_with_basic_tools(user_id, llm_models)
-            name_task = (asyncio.create_task(generate_thread_name(text, locale, llm_models))
-                         if is_new else None)
-            try:
-                result = await agent.run(text, message_history=history)
-            except Exception as error:  # noqa: BLE001 - the user gets an apology, never a traceback
-                logger.error("chat reply failed for user %s: %s", user_id, type(error).__name__)
-                await _discard(name_task)
-                await message.answer(apology())
-                return
-            name = await _name_of(name_task)
-        if name:
-            await conversations.name_thread(user_id, thread_id, name)
-            await message.answer(f"🧵 {name}", parse_mode=None)
-        await conversations.add_turn(user_id, thread_id, text, result.output)
-        await answer_long(message, result.output)
+        async with reply_streaming.reply(bot, message) as reply:
+            async with TypingAction.typing(bot=bot, chat_id=message.chat.id):
+                history = await conversations.history(user_id, thread_id)
+                agent = await create_static_agent_with_basic_tools(user_id, llm_models)
+                name_task = (asyncio.create_task(generate_thread_name(text, locale, llm_models))
+                             if is_new else None)
+                try:
+                    answer = await reply.generate(agent, text, history, attempts=len(llm_models.fallback.configured),
+                                                  has_side_effects=tool_has_side_effects)
+                except ReplyStopped as stop:
+                    logger.info("⏹ reply to user %s stopped by the user after %d characters", user_id,
+                                len(stop.partial))
+                    await _discard(name_task)
+                    await reply.deliver(message, stopped(stop.partial))
+                    return
+                except Exception as error:  # noqa: BLE001 - the user gets an apology, never a traceback
+                    logger.error("chat reply failed for user %s: %s", user_id, type(error).__name__)
+                    await _discard(name_task)
+                    await reply.deliver(message, apology())
+                    return
+                name = await _name_of(name_task)
+            if name:
+                await conversations.name_thread(user_id, thread_id, name)
+                await message.answer(f"🧵 {name}", parse_mode=None)
+            await conversations.add_turn(user_id, thread_id, text, answer)
+            await reply.deliver(message, answer)
+
+    @router.stopped_message_generation()
+    async def stop(event: MessageGenerationStopped, reply_streaming: ReplyStreaming = STREAMING_OFF) -> None:
+        if not await reply_streaming.generations.stop(event.chat.id, event.draft_id):
+            logger.info("⏹ Stop for chat %s draft %s: no such reply running here", event.chat.id, event.draft_id)
 
     return router
 

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from aiogram.types import Message
 
-TELEGRAM_LIMIT = 4096
+from luka_bot.services.message_text import TELEGRAM_LIMIT, split_text
 
-
-def split_text(text: str, limit: int = TELEGRAM_LIMIT) -> list[str]:
-    """Split on paragraph, line, then word boundaries; never exceed `limit` characters."""
-    chunks: list[str] = []
-    rest = text.strip() or "…"
-    while len(rest) > limit:
-        cut = max(rest.rfind("\n\n", 0, limit), rest.rfind("\n", 0, limit), rest.rfind(" ", 0, limit))
-        if cut <= limit // 2:
-            cut = limit
-        chunks.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    chunks.append(rest)
-    return chunks
+__all__ = ["TELEGRAM_LIMIT", "answer_chunks", "answer_long", "split_text"]
 
 
 async def answer_long(message: Message, text: str) -> None:
     """Answer with model text as plain text, in as many messages as it takes."""
-    for chunk in split_text(text):
+    await answer_chunks(message, split_text(text))
+
+
+async def answer_chunks(message: Message, chunks: Iterable[str]) -> None:
+    for chunk in chunks:
         await message.answer(chunk, parse_mode=None)

@@ -7,7 +7,7 @@ import math
 import operator
 from datetime import UTC, datetime
 
-from pydantic_ai import Agent
+from pydantic_ai import Agent, Tool
 
 from plugins.llm_fallback import ModelFactory
 
@@ -78,6 +78,21 @@ def _check_result_size(op: ast.operator, left: object, right: object) -> None:
         raise ValueError(TOO_LARGE)
 
 
+# Every tool declares whether running it acts on the world (sends, writes, pays…). A streamed reply
+# cut after its first token is restarted on the next provider only when no tool with side effects
+# ran (luka_bot.services.streaming.reply): running those twice could act twice.
+TOOLS = (
+    Tool(current_datetime, metadata={"side_effects": False}),
+    Tool(calculate, metadata={"side_effects": False}),
+)
+
+
+def tool_has_side_effects(name: str) -> bool:
+    """Whether the agent's tool `name` has side effects (an unknown tool is assumed to have some)."""
+    tool = next((t for t in TOOLS if t.name == name), None)
+    return tool is None or bool((tool.metadata or {}).get("side_effects", True))
+
+
 async def create_static_agent_with_basic_tools(user_id: int, models: ModelFactory | None = None) -> Agent[None, str]:
     """The agent for one user's conversation (seed name), using the fallback-aware model."""
     if models is None:
@@ -86,4 +101,4 @@ async def create_static_agent_with_basic_tools(user_id: int, models: ModelFactor
         model = await create_llm_model_with_fallback(context=f"chat:{user_id}")
     else:
         model = models.create(context=f"chat:{user_id}")
-    return Agent(model, instructions=SYSTEM_PROMPT, tools=[current_datetime, calculate], name="luka")
+    return Agent(model, instructions=SYSTEM_PROMPT, tools=TOOLS, name="luka")

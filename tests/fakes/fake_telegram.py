@@ -34,6 +34,12 @@ Behaviour worth knowing:
   "content"}`` placed where aiogram referenced them.
 * ``stop()`` keeps all state, so ``stop()`` + ``start(fake.port)`` simulates an
   outage.
+* Drafts (``sendMessageDraft``) are private-chat only, as in Telegram; every
+  accepted frame is kept in ``drafts`` (``draft_frames(chat_id)``).  A user
+  pressing the draft's Stop button is ``stop_generation(chat_id, draft_id)``.
+  ``refuse(method, ...)`` makes every call of a method fail until ``accept``
+  (a server without drafts: ``refuse("sendMessageDraft")``); ``fail_next`` is
+  for one-off faults such as a 429.
 """
 
 from __future__ import annotations
@@ -83,7 +89,7 @@ INT_KEYS = frozenset(
     {
         "chat_id", "from_chat_id", "message_id", "user_id", "offset", "limit", "timeout",
         "message_thread_id", "reply_to_message_id", "cache_time", "until_date",
-        "sender_chat_id", "direct_messages_topic_id", "max_connections",
+        "sender_chat_id", "direct_messages_topic_id", "max_connections", "draft_id",
     }
 )
 BOOL_KEYS = frozenset({"show_alert", "revoke_messages", "for_channels", "protect_content"})
@@ -487,6 +493,8 @@ class FakeTelegram:
         self._bot_messages: list[ChatKey] = []
         self._callback_queries: set[str] = set()
         self._faults: dict[str, list[_Fault]] = {}
+        self._refused: dict[str, ApiError] = {}
+        self.drafts: list[JSON] = []
         self._update_ids = itertools.count(1)
         self._query_ids = itertools.count(1_000_000_001)
         self._poll_ids = itertools.count(1)
@@ -650,7 +658,40 @@ class FakeTelegram:
         fault = _Fault(ApiError(error_code, description, retry_after), times)
         self._faults.setdefault(method.lower(), []).append(fault)
 
+    def refuse(
+        self,
+        method: str,
+        *,
+        error_code: int = 404,
+        description: str = "Not Found: method not found",
+    ) -> None:
+        """Make every call of ``method`` fail with this error until ``accept(method)``."""
+        self._refused[method.lower()] = ApiError(error_code, description)
+
+    def accept(self, method: str) -> None:
+        """Undo ``refuse(method)``."""
+        self._refused.pop(method.lower(), None)
+
+    def stop_generation(self, chat_id: int, draft_id: int, *, strict: bool = True) -> JSON:
+        """Enqueue the ``stopped_message_generation`` update of a user pressing Stop under a draft.
+
+        With ``strict`` the bot must have shown that draft with ``can_stop``.
+        """
+        if strict and not any(d["chat_id"] == chat_id and d["draft_id"] == draft_id and d.get("can_stop")
+                              for d in self.drafts):
+            raise ValueError(f"stop_generation: no draft {draft_id} with can_stop in chat {chat_id}")
+        event: JSON = {"chat": copy.deepcopy(self._chat(chat_id)), "draft_id": draft_id}
+        self.add_update({"stopped_message_generation": event})
+        return copy.deepcopy(event)
+
     # ------------------------------------------------------------------ observing
+
+    def draft_frames(self, chat_id: int | None = None, draft_id: int | None = None) -> list[JSON]:
+        """Accepted draft frames (``chat_id``, ``draft_id``, ``text``, ``can_stop``, ``at``), oldest first."""
+        return [
+            copy.deepcopy(d) for d in self.drafts
+            if (chat_id is None or d["chat_id"] == chat_id) and (draft_id is None or d["draft_id"] == draft_id)
+        ]
 
     def calls_of(self, method: str) -> list[Call]:
         """Recorded calls of one method (case-insensitive), oldest first."""
@@ -777,6 +818,8 @@ class FakeTelegram:
         return await outcome if inspect.isawaitable(outcome) else outcome
 
     def _raise_scripted_fault(self, method: str) -> None:
+        if (refusal := self._refused.get(method.lower())) is not None:
+            raise refusal
         queue = self._faults.get(method.lower())
         if not queue:
             return
@@ -793,6 +836,7 @@ class FakeTelegram:
             "deleteWebhook": lambda p, m: self._delete_webhook(p),
             "getWebhookInfo": lambda p, m: self._webhook_info(),
             "sendMessage": lambda p, m: self._send_message(p),
+            "sendMessageDraft": lambda p, m: self._send_message_draft(p),
             "editMessageText": lambda p, m: self._edit_message(p, text_edit=True),
             "editMessageReplyMarkup": lambda p, m: self._edit_message(p, text_edit=False),
             "deleteMessage": lambda p, m: self._delete_message(p["chat_id"], p["message_id"]),
@@ -876,6 +920,21 @@ class FakeTelegram:
         if entities:
             content["entities"] = entities
         return self._store_bot_message(chat, params, content)
+
+    def _send_message_draft(self, params: JSON) -> bool:
+        """A draft frame: private chats only, non-zero draft_id, 0-4096 characters (empty = "Thinking…")."""
+        chat = self._check_can_write(self._chat(params.get("chat_id")))
+        if chat["type"] != "private":
+            raise bad_request("TEXTDRAFT_PEER_INVALID")
+        draft_id = params.get("draft_id")
+        if not isinstance(draft_id, int) or draft_id == 0:
+            raise bad_request("draft_id must be non-zero")
+        text, _ = render_text(params.get("text", ""), params.get("parse_mode"), params.get("entities"))
+        if len(text) > MAX_TEXT_LENGTH:
+            raise bad_request("message is too long")
+        self.drafts.append({"chat_id": chat["id"], "draft_id": draft_id, "text": text,
+                            "can_stop": bool(params.get("can_stop")), "at": time.time()})
+        return True
 
     def _send_other(self, params: JSON, method: str) -> JSON:
         """sendPhoto, sendDocument, ...: a Message with the caption (media kept in the call)."""

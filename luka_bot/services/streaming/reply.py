@@ -1,0 +1,94 @@
+"""One streamed reply: run the agent into a preview, restart after a cut, stop on request.
+
+Restart rule: a stream that breaks off after its first token (`StreamCutError`, raised by the
+failover model, which has already recorded the provider as failed) is run again from the
+start — same prompt, same history — so the next plan goes to the next provider, and the
+preview starts over. Only when no tool with side effects ran during that attempt (running
+it twice could act twice; see `agent_factory.tool_has_side_effects`), and at most `attempts`
+runs in all (the number of providers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from typing import Any
+
+from pydantic_ai import Agent, CancellationToken, RunContext
+from pydantic_ai.exceptions import RunCancelled
+from pydantic_ai.messages import AgentStreamEvent, FunctionToolCallEvent, ModelMessage
+
+from plugins.llm_fallback import StreamCutError
+
+from .preview import Preview
+
+logger = logging.getLogger(__name__)
+
+EventStreamHandler = Callable[[RunContext[Any], AsyncIterable[AgentStreamEvent]], Awaitable[None]]
+
+
+class ReplyStopped(Exception):
+    """The user pressed Stop: `partial` is what was generated so far."""
+
+    def __init__(self, partial: str):
+        super().__init__("stopped by the user")
+        self.partial = partial
+
+
+class SideEffectsRan(RuntimeError):
+    """A stream broke off after a tool with side effects ran: the reply is not restarted."""
+
+
+async def stream_reply(agent: Agent[Any, str], prompt: str, history: Sequence[ModelMessage], preview: Preview, *,
+                       token: CancellationToken | None, attempts: int,
+                       has_side_effects: Callable[[str], bool]) -> str:
+    """The complete answer; raises `ReplyStopped`, `SideEffectsRan` or the model's error."""
+    for attempt in range(1, max(attempts, 1) + 1):
+        acted: list[str] = []
+        watch_tools = _tools_with_side_effects(acted, has_side_effects)
+        if attempt > 1:
+            preview.restart()
+        try:
+            async with agent.run_stream(prompt, message_history=list(history), cancellation_token=token,
+                                        event_stream_handler=watch_tools) as result:
+                async for delta in result.stream_text(delta=True, debounce_by=None):
+                    preview.append(delta)
+            return preview.text
+        except RunCancelled:
+            if token is None or not token.cancelled:  # e.g. a run deadline (RunTimedOut): not the user's Stop
+                raise
+            raise ReplyStopped(preview.text) from None
+        except StreamCutError as cut:
+            if acted:
+                raise SideEffectsRan(f"{cut}; not restarted: {', '.join(acted)} ran") from cut
+            if attempt >= attempts:
+                raise
+            logger.warning("↻ Stream from %s/%s broke off after the first token (%s): restarting the reply "
+                           "(attempt %d of %d)", cut.provider, cut.model, cut.error, attempt + 1, attempts)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _tools_with_side_effects(acted: list[str], has_side_effects: Callable[[str], bool]) -> EventStreamHandler:
+    """An `event_stream_handler` that notes, in `acted`, each tool with side effects the run calls."""
+
+    async def watch_tools(_: RunContext[Any], events: AsyncIterable[AgentStreamEvent]) -> None:
+        async for event in events:
+            if isinstance(event, FunctionToolCallEvent) and has_side_effects(event.part.tool_name):
+                acted.append(event.part.tool_name)
+
+    return watch_tools
+
+
+@contextlib.asynccontextmanager
+async def background(coro: Any) -> Any:
+    """Run `coro` alongside the block; cancel and collect it afterwards."""
+    task = asyncio.create_task(coro)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: never "Task exception was never retrieved"
