@@ -28,7 +28,8 @@ async def run() -> None:
             await run_webhook(app)
         else:
             await app.dp.start_polling(app.bot, handle_signals=True, close_bot_session=True,
-                                       allowed_updates=app.dp.resolve_used_update_types())
+                                       allowed_updates=app.dp.resolve_used_update_types(),
+                                       tasks_concurrency_limit=settings.BOT_MAX_CONCURRENT_UPDATES or None)
     finally:
         logger.info("👋 luka_bot stopped")
 

@@ -172,6 +172,8 @@ class FakeLLM:
         self.retry_after: float | None = None
         self.first_token_delay: float = 1.0
         self.requests: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -233,7 +235,9 @@ class FakeLLM:
         return len(self.requests)
 
     def reset_counts(self) -> None:
+        """Forget the requests received and the in-flight high-water mark."""
         self.requests.clear()
+        self.max_in_flight = self.in_flight
 
     def set_mode(self, mode: str, **kw: Any) -> None:
         """Set ``mode`` and optionally ``latency``, ``retry_after``, ``reply``, ``models``, ``first_token_delay``."""
@@ -256,6 +260,8 @@ class FakeLLM:
             "reply": self.reply,
             "models": self.models,
             "count": self.count(),
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
             "requests": list(self.requests),
         }
 
@@ -326,6 +332,15 @@ class FakeLLM:
     # ------------------------------------------------------------------ chat completions
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        """A chat completion; ``in_flight``/``max_in_flight`` count the ones being answered at once."""
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._chat_completion(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _chat_completion(self, request: web.Request) -> web.StreamResponse:
         body = await self._read_body(request)
         self.requests.append(body)
         mode = self.mode
