@@ -29,9 +29,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
+from aiogram import Bot as AiogramBot
 from aiogram import Dispatcher
+from aiogram.types import Update
 
-from luka_bot.core.config import Settings
+from luka_bot.core.config import ConfigError, Settings, load_settings
 from luka_bot.webhook import UpdatesInFlightLimit
 from tests.conftest import wait_until
 from tests.fakes.fake_llm import FakeLLM
@@ -224,9 +226,6 @@ async def test_webhook_update_bound_makes_updates_wait_their_turn() -> None:
         running["now"] -= 1
         running["done"] += 1
 
-    from aiogram import Bot as AiogramBot
-    from aiogram.types import Update
-
     tg_bot = AiogramBot("42:TEST")
     updates = [Update.model_validate({"update_id": i, "message": {
         "message_id": i, "date": 0, "chat": {"id": i, "type": "private"}, "from": {"id": i, "is_bot": False,
@@ -240,3 +239,10 @@ async def test_webhook_update_bound_makes_updates_wait_their_turn() -> None:
     await asyncio.gather(*feeding)
     assert running == {"now": 0, "max": limit, "done": total}
     await tg_bot.session.close()
+
+
+@pytest.mark.parametrize("name", ["BOT_MAX_CONCURRENT_UPDATES", "LLM_MAX_CONCURRENT_REQUESTS"])
+async def test_admission_settings_refuse_negative_bounds(name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings(_env_file=None, **{name: -1})
+    assert getattr(load_settings(_env_file=None, **{name: 0}), name) == 0, "0 = no bound"

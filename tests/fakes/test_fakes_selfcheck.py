@@ -220,6 +220,16 @@ async def test_slow_first_token_then_normal(fake: FakeLLM, client: openai.AsyncO
 
 
 @pytest.mark.asyncio
+async def test_in_flight_high_water_mark(fake: FakeLLM, client: openai.AsyncOpenAI) -> None:
+    fake.latency = 0.1
+    await asyncio.gather(*(complete(client) for _ in range(3)))
+    assert fake.max_in_flight == 3 and fake.in_flight == 0
+    fake.reset_counts()
+    await complete(client)
+    assert fake.max_in_flight == 1 and fake.state()["max_in_flight"] == 1
+
+
+@pytest.mark.asyncio
 async def test_latency(fake: FakeLLM, client: openai.AsyncOpenAI) -> None:
     fake.latency = 0.2
     started = time.monotonic()
