@@ -6,8 +6,7 @@ The mechanism lives in `plugins.llm_fallback`; this module only builds it from
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, Literal
+from typing import Literal
 
 from luka_bot.core.config import Settings, get_settings
 from luka_bot.services.state_stores import build_failover_store
@@ -30,15 +29,8 @@ def create_llm_provider_fallback(settings: Settings, store: StateStore | None = 
         preferred_ttl=settings.LLM_PREFERRED_TTL,
         max_cooldown=settings.LLM_MAX_COOLDOWN,
         hedge_delay=settings.LLM_HEDGE_DELAY,
-        **_admission(settings),
+        max_concurrent_requests=settings.LLM_MAX_CONCURRENT_REQUESTS or None,
     )
-
-
-def _admission(settings: Settings) -> dict[str, Any]:
-    """The LLM-calls-in-flight bound, for an engine that takes one (`max_concurrent_requests`)."""
-    if "max_concurrent_requests" not in inspect.signature(LLMProviderFallback).parameters:
-        return {}
-    return {"max_concurrent_requests": settings.LLM_MAX_CONCURRENT_REQUESTS or None}
 
 
 def get_llm_provider_fallback() -> LLMProviderFallback:
