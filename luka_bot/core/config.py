@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     # Updates handled at once (polling: aiogram's tasks_concurrency_limit; webhook: a semaphore).
     BOT_MAX_CONCURRENT_UPDATES: int = Field(64, ge=0)
     # LLM requests in flight per process; queueing for a slot never counts against provider timeouts.
-    LLM_MAX_CONCURRENT_REQUESTS: int = Field(16, ge=0)
+    LLM_MAX_CONCURRENT_REQUESTS: int = Field(64, ge=0)
     # --- end of admission control ---
 
     # Conversations
