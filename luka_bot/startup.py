@@ -72,7 +72,8 @@ async def run_bot(settings: Settings) -> None:
                 await run_webhook(app)
             else:
                 await app.dp.start_polling(app.bot, handle_signals=True, close_bot_session=True,
-                                           allowed_updates=app.dp.resolve_used_update_types())
+                                           allowed_updates=app.dp.resolve_used_update_types(),
+                                           tasks_concurrency_limit=settings.BOT_MAX_CONCURRENT_UPDATES or None)
         finally:
             if not started:
                 await app.fallback.aclose()

@@ -3,7 +3,8 @@
 The public URL is `WEBHOOK_URL + WEBHOOK_PATH`; the server listens on WEBHOOK_HOST:WEBHOOK_PORT
 (put a TLS-terminating proxy in front). With WEBHOOK_SECRET, requests without Telegram's
 secret header are refused and logged at most once a minute (luka_bot/webhook_secret.py).
-SIGINT/SIGTERM stop it like polling: in-flight replies drain first.
+At most BOT_MAX_CONCURRENT_UPDATES updates are handled at once (the others wait, like polling's
+`tasks_concurrency_limit`). SIGINT/SIGTERM stop it like polling: in-flight replies drain first.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from aiogram import Bot
+from aiogram import BaseMiddleware, Bot
+from aiogram.types import TelegramObject
 from aiogram.webhook.aiohttp_server import setup_application
 from aiohttp import web
 
@@ -22,10 +26,24 @@ from luka_bot.webhook_secret import SecretCheckingRequestHandler
 logger = logging.getLogger("luka_bot")
 
 
+class UpdatesInFlightLimit(BaseMiddleware):
+    """At most `limit` updates handled at once; the others wait their turn (polling's tasks_concurrency_limit)."""
+
+    def __init__(self, limit: int) -> None:
+        self._slots = asyncio.Semaphore(limit)
+
+    async def __call__(self, handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+                       event: TelegramObject, data: dict[str, Any]) -> Any:
+        async with self._slots:
+            return await handler(event, data)
+
+
 async def run_webhook(app: App) -> None:
     settings = app.settings
     assert settings.WEBHOOK_URL is not None
     secret = settings.WEBHOOK_SECRET.get_secret_value() if settings.WEBHOOK_SECRET else None
+    if settings.BOT_MAX_CONCURRENT_UPDATES:
+        app.dp.update.outer_middleware(UpdatesInFlightLimit(settings.BOT_MAX_CONCURRENT_UPDATES))
     web_app = web.Application()
     # Dispatcher start-up/shutdown first, so replies in flight drain before the bot's session closes.
     setup_application(web_app, app.dp, bot=app.bot)

@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     LLM_MAX_COOLDOWN: int = Field(3600, gt=0)
     LLM_HEDGE_DELAY: str | None = None
 
+    # --- Admission control (see docs/performance.md, "Load burst"); 0 = no bound ---
+    # Updates handled at once (polling: aiogram's tasks_concurrency_limit; webhook: a semaphore).
+    BOT_MAX_CONCURRENT_UPDATES: int = Field(64, ge=0)
+    # LLM requests in flight per process; queueing for a slot never counts against provider timeouts.
+    LLM_MAX_CONCURRENT_REQUESTS: int = Field(64, ge=0)
+    # --- end of admission control ---
+
     # Conversations
     HISTORY_MAX_MESSAGES: int = Field(20, ge=2, le=200)
     HISTORY_TTL: int = Field(7 * 24 * 3600, gt=0)

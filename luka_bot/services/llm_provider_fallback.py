@@ -29,6 +29,7 @@ def create_llm_provider_fallback(settings: Settings, store: StateStore | None = 
         preferred_ttl=settings.LLM_PREFERRED_TTL,
         max_cooldown=settings.LLM_MAX_COOLDOWN,
         hedge_delay=settings.LLM_HEDGE_DELAY,
+        max_concurrent_requests=settings.LLM_MAX_CONCURRENT_REQUESTS or None,
     )
 
 

@@ -21,7 +21,19 @@ CLI (serves until killed, prints ``FAKE_LLM_READY <url>`` once listening)::
 
     python -m tests.fakes.fake_llm --port 8001 --name primary [--latency 0.2] [--mode ok]
 
-Modes (``FakeLLM.mode``): see ``MODES``. There is no "refuse" mode: call ``stop()``
+Modes (``FakeLLM.mode``): see ``MODES``; besides the HTTP errors:
+
+- ``hang``: accept, never answer; ``slow``: answer normally, but only after ``first_token_delay``
+  seconds (non-streamed: the whole response; streamed: headers at once, the first chunk late);
+- ``garbage``: a 200 whose body is not JSON; ``empty``: a well-formed 200 completion with empty
+  content and no tool calls (streamed: role chunk, ``finish_reason: stop``, ``[DONE]``);
+- ``cut_stream``: streamed, the role chunk and the first content chunk, then the connection is
+  dropped (chunked encoding left unfinished); non-streamed, half of a ``Content-Length`` body;
+- ``truncated_stream``: streamed, the content chunks, then the response ends *cleanly* (valid
+  chunked terminator) with no ``finish_reason`` and no ``[DONE]``; non-streamed, the first half of
+  the JSON body, ended cleanly (a body that simply stops early).
+
+There is no "refuse" mode: call ``stop()``
 to close the listening socket (connects then fail with ECONNREFUSED) and
 ``start(port)`` to come back on the same port.  ``content_filter`` only affects
 chat completions; the health endpoints (``GET /v1/models``, ``GET /api/tags``)
@@ -61,6 +73,12 @@ MODES: Final = (
     "garbage",
     "cut_stream",
     "content_filter",
+    "http408",
+    "http409",
+    "http503",
+    "empty",
+    "truncated_stream",
+    "slow",
 )
 
 GARBAGE_BODY: Final = "not json at all {{{"
@@ -78,6 +96,9 @@ _ERRORS: Final[dict[str, tuple[int, str, str, str | None]]] = {
     ),
     "http403": (403, "You are not allowed to access this resource.", "permission_error", None),
     "http400": (400, "Invalid request: messages too long", "invalid_request_error", None),
+    "http408": (408, "Request timed out.", "timeout", None),
+    "http409": (409, "The engine is currently overloaded (conflict), please retry.", "conflict", None),
+    "http503": (503, "The server is overloaded or not ready yet.", "server_error", None),
     "content_filter": (
         400,
         "The response was filtered due to the prompt triggering content management policy.",
@@ -85,6 +106,8 @@ _ERRORS: Final[dict[str, tuple[int, str, str, str | None]]] = {
         "content_filter",
     ),
 }
+
+_SETTINGS: Final = ("latency", "retry_after", "reply", "models", "first_token_delay")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
@@ -147,7 +170,10 @@ class FakeLLM:
         self.models = models
         self.mode = "ok"
         self.retry_after: float | None = None
+        self.first_token_delay: float = 1.0
         self.requests: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -209,14 +235,16 @@ class FakeLLM:
         return len(self.requests)
 
     def reset_counts(self) -> None:
+        """Forget the requests received and the in-flight high-water mark."""
         self.requests.clear()
+        self.max_in_flight = self.in_flight
 
     def set_mode(self, mode: str, **kw: Any) -> None:
-        """Set ``mode`` and optionally ``latency``, ``retry_after``, ``reply``, ``models``."""
+        """Set ``mode`` and optionally ``latency``, ``retry_after``, ``reply``, ``models``, ``first_token_delay``."""
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
         for key, value in kw.items():
-            if key not in ("latency", "retry_after", "reply", "models"):
+            if key not in _SETTINGS:
                 raise TypeError(f"unknown setting {key!r}")
             setattr(self, key, value)
         self.mode = mode
@@ -228,9 +256,12 @@ class FakeLLM:
             "mode": self.mode,
             "latency": self.latency,
             "retry_after": self.retry_after,
+            "first_token_delay": self.first_token_delay,
             "reply": self.reply,
             "models": self.models,
             "count": self.count(),
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
             "requests": list(self.requests),
         }
 
@@ -286,10 +317,14 @@ class FakeLLM:
         return list(self.models) if self.models else [self.name]
 
     async def _health(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
-        mode = "ok" if self.mode == "content_filter" else self.mode
+        mode = "ok" if self.mode in ("content_filter", "empty") else self.mode
         failure = await self._prelude(mode, model=self.name)
         if failure is not None:
             return failure
+        if mode == "slow":
+            await asyncio.sleep(self.first_token_delay)
+        if mode == "truncated_stream":
+            return await self._truncated_body(request, json.dumps(payload).encode())
         if mode == "cut_stream":
             return await self._cut_body(request, json.dumps(payload).encode())
         return web.json_response(payload)
@@ -297,6 +332,15 @@ class FakeLLM:
     # ------------------------------------------------------------------ chat completions
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        """A chat completion; ``in_flight``/``max_in_flight`` count the ones being answered at once."""
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._chat_completion(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _chat_completion(self, request: web.Request) -> web.StreamResponse:
         body = await self._read_body(request)
         self.requests.append(body)
         mode = self.mode
@@ -309,9 +353,13 @@ class FakeLLM:
             return web.json_response(model_not_found_body(model), status=404)
         if stream:
             return await self._stream(request, body, model, mode)
-        payload = json.dumps(self._completion(body, model)).encode()
+        if mode == "slow":
+            await asyncio.sleep(self.first_token_delay)
+        payload = json.dumps(self._completion(body, model, empty=mode == "empty")).encode()
         if mode == "cut_stream":
             return await self._cut_body(request, payload)
+        if mode == "truncated_stream":
+            return await self._truncated_body(request, payload)
         return web.Response(body=payload, content_type="application/json")
 
     @staticmethod
@@ -359,6 +407,16 @@ class FakeLLM:
         return await FakeLLM._drop_connection(request, response)
 
     @staticmethod
+    async def _truncated_body(request: web.Request, payload: bytes) -> web.StreamResponse:
+        """Send the first half of the body with chunked encoding, then end the response cleanly."""
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(payload[: len(payload) // 2])
+        await response.write_eof()
+        return response
+
+    @staticmethod
     async def _drop_connection(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
         """Close the connection after the bytes written so far, leaving the body incomplete."""
         if request.transport is not None:
@@ -366,11 +424,11 @@ class FakeLLM:
         await FakeLLM._hang()  # cancelled by aiohttp once the connection is lost
         return response
 
-    def _completion(self, body: dict[str, Any], model: str) -> dict[str, Any]:
-        """A non-streaming ``chat.completion`` object."""
-        message: dict[str, Any] = {"role": "assistant", "content": self.reply}
+    def _completion(self, body: dict[str, Any], model: str, *, empty: bool = False) -> dict[str, Any]:
+        """A non-streaming ``chat.completion`` object (``empty``: no content, no tool calls)."""
+        message: dict[str, Any] = {"role": "assistant", "content": "" if empty else self.reply}
         finish_reason = "stop"
-        tool = self._structured_tool(body)
+        tool = None if empty else self._structured_tool(body)
         if tool is not None:
             message = {"role": "assistant", "content": None, "tool_calls": [self._tool_call(tool, self.reply)]}
             finish_reason = "tool_calls"
@@ -401,23 +459,30 @@ class FakeLLM:
     # ------------------------------------------------------------------ streaming
 
     async def _stream(self, request: web.Request, body: dict[str, Any], model: str, mode: str) -> web.StreamResponse:
-        """Answer as server-sent events; ``garbage`` sends invalid JSON, ``cut_stream`` drops the connection."""
+        """Answer as server-sent events; see the module docstring for what each mode sends."""
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         if mode == "garbage":
             await response.write(f"data: {GARBAGE_BODY}\n\n".encode())
             await response.write_eof()
             return response
-        chunks = self._stream_chunks(body, model)
+        if mode == "slow":
+            await asyncio.sleep(self.first_token_delay)
+        chunks = self._stream_chunks(body, model, empty=mode == "empty")
+        if mode == "truncated_stream":  # no finish_reason chunk, no usage chunk, no [DONE]
+            chunks = [c for c in chunks if c.get("choices") and c["choices"][0]["finish_reason"] is None]
         for index, chunk in enumerate(chunks):
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
             if mode == "cut_stream" and index >= 1:  # role chunk + first content chunk
                 return await self._drop_connection(request, response)
+        if mode == "truncated_stream":
+            await response.write_eof()
+            return response
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
 
-    def _stream_chunks(self, body: dict[str, Any], model: str) -> list[dict[str, Any]]:
+    def _stream_chunks(self, body: dict[str, Any], model: str, *, empty: bool = False) -> list[dict[str, Any]]:
         """All ``chat.completion.chunk`` objects for the reply (role, deltas, finish, usage)."""
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         base = {
@@ -433,8 +498,10 @@ class FakeLLM:
                 out["usage"] = None
             return out
 
-        tool = self._structured_tool(body)
-        if tool is None:
+        tool = None if empty else self._structured_tool(body)
+        if empty:
+            chunks = [chunk({"role": "assistant", "content": ""}), chunk({}, "stop")]
+        elif tool is None:
             chunks = [chunk({"role": "assistant", "content": ""})]
             chunks += [chunk({"content": piece}) for piece in split_text(self.reply)]
             chunks.append(chunk({}, "stop"))
@@ -551,6 +618,14 @@ class FakeLLMThread:
         self.fake.retry_after = value
 
     @property
+    def first_token_delay(self) -> float:
+        return self.fake.first_token_delay
+
+    @first_token_delay.setter
+    def first_token_delay(self, value: float) -> None:
+        self.fake.first_token_delay = value
+
+    @property
     def requests(self) -> list[dict[str, Any]]:
         return list(self.fake.requests)
 
@@ -576,13 +651,14 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reply", default=None)
     parser.add_argument("--models", default=None, help="comma-separated list of served model ids")
     parser.add_argument("--retry-after", type=float, default=None)
+    parser.add_argument("--first-token-delay", type=float, default=1.0, help="seconds, for --mode slow")
     return parser.parse_args(argv)
 
 
 async def _serve(args: argparse.Namespace) -> None:
     models = args.models.split(",") if args.models else None
     fake = FakeLLM(args.name, latency=args.latency, reply=args.reply, models=models)
-    fake.set_mode(args.mode, retry_after=args.retry_after)
+    fake.set_mode(args.mode, retry_after=args.retry_after, first_token_delay=args.first_token_delay)
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

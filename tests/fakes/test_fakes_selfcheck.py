@@ -103,6 +103,9 @@ async def test_ok_stream_with_usage(fake: FakeLLM, client: openai.AsyncOpenAI) -
         ("http404", openai.NotFoundError, 404),
         ("http400", openai.BadRequestError, 400),
         ("content_filter", openai.BadRequestError, 400),
+        ("http408", openai.APIStatusError, 408),
+        ("http409", openai.ConflictError, 409),
+        ("http503", openai.InternalServerError, 503),
     ],
 )
 @pytest.mark.parametrize("stream", [False, True])
@@ -168,6 +171,62 @@ async def test_cut_stream_after_first_chunk(fake: FakeLLM, client: openai.AsyncO
     assert parts == [split_text(fake.reply)[0]]  # only the first content piece arrived
     with pytest.raises(openai.APIConnectionError):
         await complete(client)
+
+
+@pytest.mark.asyncio
+async def test_empty_reply_is_a_well_formed_completion_without_content(
+        fake: FakeLLM, client: openai.AsyncOpenAI) -> None:
+    fake.mode = "empty"
+    response = await client.chat.completions.create(model="m1", messages=MESSAGES)
+    choice = response.choices[0]
+    assert choice.message.content == "" and not choice.message.tool_calls and choice.finish_reason == "stop"
+    stream = await client.chat.completions.create(model="m1", messages=MESSAGES, stream=True)
+    chunks = [chunk async for chunk in stream]  # ends with [DONE]: no error
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ""
+
+
+@pytest.mark.asyncio
+async def test_truncated_stream_ends_cleanly_without_finish_reason(fake: FakeLLM, client: openai.AsyncOpenAI) -> None:
+    fake.mode = "truncated_stream"
+    stream = await client.chat.completions.create(model="m1", messages=MESSAGES, stream=True)
+    chunks = [chunk async for chunk in stream]  # no exception: the connection closed cleanly
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == fake.reply
+    assert all(c.choices[0].finish_reason is None for c in chunks)
+    async with aiohttp.ClientSession() as session:  # raw: a complete HTTP response, no [DONE]
+        async with session.post(fake.v1_url + "/chat/completions",
+                                json={"model": "m1", "messages": MESSAGES, "stream": True}) as response:
+            raw = await response.text()
+    assert response.status == 200 and raw.startswith("data: ") and "[DONE]" not in raw
+    async with aiohttp.ClientSession() as session:  # non-streamed: the body stops half-way, cleanly
+        async with session.post(fake.v1_url + "/chat/completions", json={"model": "m1", "messages": MESSAGES}) as r:
+            body = await r.read()
+    with pytest.raises(ValueError):
+        json.loads(body)
+    with pytest.raises((openai.APIError, ValueError)):
+        await complete(client)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_slow_first_token_then_normal(fake: FakeLLM, client: openai.AsyncOpenAI, stream: bool) -> None:
+    fake.set_mode("slow", first_token_delay=0.3)
+    started = time.monotonic()
+    assert await (stream_text(client) if stream else complete(client)) == "answer from primary"
+    assert time.monotonic() - started >= 0.3
+    async with openai.AsyncOpenAI(base_url=fake.v1_url, api_key="sk-test", max_retries=0, timeout=0.1) as hasty:
+        with pytest.raises(openai.APITimeoutError):
+            await (stream_text(hasty) if stream else complete(hasty))
+
+
+@pytest.mark.asyncio
+async def test_in_flight_high_water_mark(fake: FakeLLM, client: openai.AsyncOpenAI) -> None:
+    fake.latency = 0.1
+    await asyncio.gather(*(complete(client) for _ in range(3)))
+    assert fake.max_in_flight == 3 and fake.in_flight == 0
+    fake.reset_counts()
+    await complete(client)
+    assert fake.max_in_flight == 1 and fake.state()["max_in_flight"] == 1
 
 
 @pytest.mark.asyncio
