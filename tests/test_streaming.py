@@ -45,7 +45,13 @@ from luka_bot.services.streaming import (
 from luka_bot.services.streaming.frames import EditFrames, visible_tail
 from luka_bot.services.streaming.preview import Preview
 from luka_bot.services.streaming.reply import stream_reply
-from plugins.llm_fallback import LLMFallbackModel, LLMProviderFallback, MemoryStateStore, StreamCutError
+from plugins.llm_fallback import (
+    AllProvidersFailedError,
+    FailureKind,
+    LLMFallbackModel,
+    LLMProviderFallback,
+    MemoryStateStore,
+)
 from tests.conftest import FakeClock, provider_specs, wait_until
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.fake_telegram import FakeTelegram
@@ -312,11 +318,12 @@ async def test_restarts_are_bounded_by_the_number_of_attempts(
 ) -> None:
     agent, calls, _ = booking
     preview, _ = paced_preview(RecordingFrames(clock), clock)
-    with pytest.raises(StreamCutError):
+    with pytest.raises(AllProvidersFailedError) as failed:  # reported as "all failed": admins hear of it
         await stream_reply(agent, "book me a table", [], preview, token=None,
                            attempts=1, has_side_effects=lambda name: False)
     await preview.close()
     assert "openai" not in calls
+    assert [a.kind for a in failed.value.attempts] == [FailureKind.STREAM_CUT]
 
 
 async def test_stop_keeps_the_partial_text_and_blames_no_provider(make_env: Callable[..., Any], clock: FakeClock) -> None:

@@ -28,6 +28,7 @@ from pydantic_ai.models import Model
 from .checks import check_provider
 from .errors import (
     AllProvidersFailedError,
+    FailedAttempt,
     FailureKind,
     Verdict,
     classify,
@@ -342,7 +343,15 @@ class LLMProviderFallback:
         return sum(1 for t in self._hedges.get(provider, ()) if t >= now - HEDGE_WINDOW)
 
     async def all_failed(self, plan: Plan) -> AllProvidersFailedError:
-        attempts = plan.failures
+        return await self.report_all_failed(plan.failures)
+
+    async def report_all_failed(self, attempts: Sequence[FailedAttempt]) -> AllProvidersFailedError:
+        """Log and announce that no provider could answer; the error to raise.
+
+        The model calls it when a plan is exhausted; a caller that restarts replies itself (a
+        stream cut on every provider) calls it when it gives up, so admins hear of it the same way.
+        """
+        attempts = list(attempts)
         error = AllProvidersFailedError(attempts)
         logger.error("❌ All LLM providers failed! %s", "; ".join(map(str, attempts)) or "no provider configured")
         await self._emit(HealthEvent("all_failed", attempts=tuple(attempts)))

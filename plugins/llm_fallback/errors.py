@@ -217,3 +217,7 @@ class StreamCutError(RuntimeError):
         self.model = model
         self.error = error
         super().__init__(f"stream from {provider}/{model} broke off: {error}")
+
+    @property
+    def attempt(self) -> FailedAttempt:
+        return FailedAttempt(self.provider, self.model, FailureKind.STREAM_CUT, self.error)

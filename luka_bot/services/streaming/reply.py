@@ -20,7 +20,7 @@ from pydantic_ai import Agent, CancellationToken, RunContext
 from pydantic_ai.exceptions import RunCancelled
 from pydantic_ai.messages import AgentStreamEvent, FunctionToolCallEvent, ModelMessage
 
-from plugins.llm_fallback import StreamCutError
+from plugins.llm_fallback import LLMFallbackModel, StreamCutError
 
 from .preview import Preview
 
@@ -44,7 +44,12 @@ class SideEffectsRan(RuntimeError):
 async def stream_reply(agent: Agent[Any, str], prompt: str, history: Sequence[ModelMessage], preview: Preview, *,
                        token: CancellationToken | None, attempts: int,
                        has_side_effects: Callable[[str], bool]) -> str:
-    """The complete answer; raises `ReplyStopped`, `SideEffectsRan` or the model's error."""
+    """The complete answer; raises `ReplyStopped`, `SideEffectsRan` or the model's error.
+
+    When every run broke off, that is reported like any request no provider could answer
+    (`AllProvidersFailedError`: the "❌ All LLM providers failed!" log line and admin alert).
+    """
+    cuts: list[StreamCutError] = []
     for attempt in range(1, max(attempts, 1) + 1):
         acted: list[str] = []
         watch_tools = _tools_with_side_effects(acted, has_side_effects)
@@ -63,7 +68,10 @@ async def stream_reply(agent: Agent[Any, str], prompt: str, history: Sequence[Mo
         except StreamCutError as cut:
             if acted:
                 raise SideEffectsRan(f"{cut}; not restarted: {', '.join(acted)} ran") from cut
+            cuts.append(cut)
             if attempt >= attempts:
+                if isinstance(agent.model, LLMFallbackModel):
+                    raise await agent.model.engine.report_all_failed([c.attempt for c in cuts]) from cut
                 raise
             logger.warning("↻ Stream from %s/%s broke off after the first token (%s): restarting the reply "
                            "(attempt %d of %d)", cut.provider, cut.model, cut.error, attempt + 1, attempts)
