@@ -160,7 +160,7 @@ class Console:
         self.session.handling = asyncio.create_task(self.dp.feed_update(self.bot, update))
         try:
             await self.session.handling
-        except Exception:  # noqa: BLE001 - a handler's bug must not end the session
+        except Exception:
             logger.exception("the update failed")
         finally:
             self.session.handling = None

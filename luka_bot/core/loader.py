@@ -26,7 +26,7 @@ from plugins.llm_fallback import LLMProviderFallback, set_bot_commands, setup_ll
 logger = logging.getLogger("luka_bot")
 
 
-def N_(text: str) -> str:  # noqa: N802 - marks a msgid for extraction; translated where it is shown
+def N_(text: str) -> str:
     return text
 
 
