@@ -21,6 +21,7 @@ from aiogram.webhook.aiohttp_server import setup_application
 from aiohttp import web
 
 from luka_bot.core.loader import App
+from luka_bot.core.metrics import attach_metrics_route
 from luka_bot.webhook_secret import SecretCheckingRequestHandler
 
 logger = logging.getLogger("luka_bot")
@@ -49,6 +50,7 @@ async def run_webhook(app: App) -> None:
     setup_application(web_app, app.dp, bot=app.bot)
     SecretCheckingRequestHandler(dispatcher=app.dp, bot=app.bot, secret_token=secret).register(
         web_app, path=settings.WEBHOOK_PATH)
+    attach_metrics_route(web_app, app.metrics)  # metrics: /metrics here when METRICS_PORT == WEBHOOK_PORT
 
     async def set_webhook(bot: Bot) -> None:
         await bot.set_webhook(settings.WEBHOOK_URL + settings.WEBHOOK_PATH, secret_token=secret,

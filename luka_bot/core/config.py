@@ -10,6 +10,7 @@ has it; it can be overridden from the environment as JSON, e.g.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -57,6 +58,9 @@ class Settings(BaseSettings):
     WEBHOOK_PORT: int = Field(8080, gt=0, lt=65536)
     WEBHOOK_SECRET: SecretStr | None = None
     LOG_LEVEL: str = "INFO"
+    # Prometheus /metrics (needs the `metrics` extra; unset METRICS_PORT: no metrics)
+    METRICS_PORT: int | None = Field(None, gt=0, lt=65536)
+    METRICS_HOST: str = "0.0.0.0"
 
     # Shared state (Redis; unset: process memory)
     REDIS_URL: str | None = None
@@ -141,8 +145,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("OPENAI_API_KEY", "OPENAI_BASE_URL", "OLLAMA_MODEL_NAME", "OPENAI_MODEL_NAME",
-                     "REDIS_URL", "REDIS_SENTINEL_MASTER", "REDIS_PREFIX", "REDIS_BOT_PREFIX", "TELEGRAM_API_URL", "BOT_TOKEN", "WEBHOOK_URL", "WEBHOOK_SECRET",
-                     mode="before")
+                     "REDIS_URL", "REDIS_SENTINEL_MASTER", "REDIS_PREFIX", "REDIS_BOT_PREFIX", "TELEGRAM_API_URL",
+                     "BOT_TOKEN", "WEBHOOK_URL", "WEBHOOK_SECRET", "METRICS_PORT", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -190,6 +194,14 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("WEBHOOK_URL must be an http(s) URL")
         return value.rstrip("/") if value else value
+
+    @field_validator("METRICS_PORT")
+    @classmethod
+    def _metrics_package(cls, value: int | None) -> int | None:
+        if value is not None and importlib.util.find_spec("prometheus_client") is None:
+            raise ValueError("set, but prometheus-client is not installed: pip install 'luka-bot[metrics]' "
+                             "(or unset METRICS_PORT)")
+        return value
 
     @model_validator(mode="after")
     def _check_redis(self) -> Settings:

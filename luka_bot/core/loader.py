@@ -13,6 +13,8 @@ from aiogram.utils.i18n import I18n, SimpleI18nMiddleware
 
 from luka_bot.core.config import ConfigError, Settings
 from luka_bot.core.i18n import build_i18n
+from luka_bot.core.metrics import BotMetrics, setup_metrics
+from luka_bot.core.polling_conflict import PollingConflictMiddleware
 from luka_bot.core.telegram_retry import RetryAfterMiddleware
 from luka_bot.handlers import get_routers
 from luka_bot.services.bot_store import BotStore
@@ -48,6 +50,7 @@ class App:
     bot_store: BotStore
     i18n: I18n
     stores: Stores
+    metrics: BotMetrics | None = None
 
 
 def build_bot(settings: Settings) -> Bot:
@@ -57,6 +60,7 @@ def build_bot(settings: Settings) -> Bot:
     if settings.TELEGRAM_API_URL:
         session = AiohttpSession(api=TelegramAPIServer.from_base(settings.TELEGRAM_API_URL))
     session.middleware(RetryAfterMiddleware())
+    session.middleware(PollingConflictMiddleware())
     return Bot(settings.BOT_TOKEN.get_secret_value(), session=session)
 
 
@@ -73,6 +77,7 @@ def build_app(settings: Settings, *, fallback: LLMProviderFallback | None = None
                                                 ttl=settings.HISTORY_TTL),
                     reply_streaming=ReplyStreaming(enabled=settings.STREAMING == "on",
                                                    interval=settings.STREAM_DRAFT_INTERVAL, store=bot_store))
+    metrics = setup_metrics(settings, fallback, dp)  # None unless METRICS_PORT is set
     SimpleI18nMiddleware(i18n).setup(dp)
     setup_llm_fallback(dp, fallback, admin_ids=settings.ADMIN_IDS, models=LLMModelFactory(fallback),
                        alert_locale=settings.DEFAULT_LANGUAGE)
@@ -96,4 +101,4 @@ def build_app(settings: Settings, *, fallback: LLMProviderFallback | None = None
 
     dp.startup.register(on_startup)
     dp.shutdown.register(on_shutdown)
-    return App(settings, bot, dp, fallback, bot_store, i18n, stores)
+    return App(settings, bot, dp, fallback, bot_store, i18n, stores, metrics)

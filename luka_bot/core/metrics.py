@@ -1,0 +1,120 @@
+"""`/metrics` for Prometheus when `METRICS_PORT` is set (optional extra: `pip install 'luka-bot[metrics]'`).
+
+Without `METRICS_PORT` nothing here is imported and the bot runs as before. With it, the
+engine's metrics (`plugins.llm_fallback.metrics`) and the bot's update metrics
+(`bot_updates_total{type}`, `bot_update_seconds`, `bot_updates_in_flight`, from an outer
+middleware on `dp.update`) are served on `METRICS_HOST:METRICS_PORT/metrics`. In webhook mode
+with `METRICS_PORT == WEBHOOK_PORT` the webhook's own web server serves `/metrics`
+(`attach_metrics_route`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiogram import BaseMiddleware, Dispatcher
+from aiogram.types import TelegramObject, Update
+from aiohttp import web
+
+from luka_bot.core.config import Settings
+from plugins.llm_fallback import LLMProviderFallback
+
+logger = logging.getLogger("luka_bot")
+
+UPDATE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class UpdateMetricsMiddleware(BaseMiddleware):
+    """Counts and times every update the dispatcher handles (outer middleware on `dp.update`)."""
+
+    def __init__(self, registry: Any):
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.updates = Counter("bot_updates", "Telegram updates handled, by type", ["type"], registry=registry)
+        self.seconds = Histogram("bot_update_seconds", "Time to handle one update", buckets=UPDATE_BUCKETS,
+                                 registry=registry)
+        self.in_flight = Gauge("bot_updates_in_flight", "Updates being handled now", registry=registry)
+
+    async def __call__(self, handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+                       event: TelegramObject, data: dict[str, Any]) -> Any:
+        kind = event.event_type if isinstance(event, Update) else type(event).__name__
+        self.updates.labels(kind).inc()
+        started = time.perf_counter()
+        self.in_flight.inc()
+        try:
+            return await handler(event, data)
+        finally:
+            self.in_flight.dec()
+            self.seconds.observe(time.perf_counter() - started)
+
+
+class BotMetrics:
+    """One app's registry: the engine's metrics, the update middleware, the `/metrics` handler."""
+
+    def __init__(self, fallback: LLMProviderFallback, dp: Dispatcher, *, on_webhook_server: bool = False):
+        from prometheus_client import CollectorRegistry
+
+        from plugins.llm_fallback.metrics import FallbackMetrics
+
+        self.on_webhook_server = on_webhook_server
+        """Served by the webhook's web server (same port) rather than by a server of its own."""
+        self.registry = CollectorRegistry()
+        self.fallback_metrics = FallbackMetrics(fallback, self.registry)
+        self.updates = UpdateMetricsMiddleware(self.registry)
+        dp.update.outer_middleware(self.updates)
+
+    async def render(self) -> tuple[bytes, str]:
+        """The exposition text, with the provider state read just now."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        try:
+            await self.fallback_metrics.refresh()
+        except Exception as error:  # noqa: BLE001 - a store hiccup must not break the scrape
+            logger.warning("metrics: provider state not refreshed (%s)", type(error).__name__)
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body, content_type = await self.render()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def attach_metrics_route(web_app: web.Application, metrics: BotMetrics | None) -> None:
+    """Serve `/metrics` from the webhook's aiohttp app when the metrics share its port (else nothing)."""
+    if metrics is not None and metrics.on_webhook_server:
+        web_app.router.add_get("/metrics", metrics.handle)
+
+
+def setup_metrics(settings: Settings, fallback: LLMProviderFallback, dp: Dispatcher) -> BotMetrics | None:
+    """Create the metrics and, unless the webhook server shares its port, a server started with the bot."""
+    if settings.METRICS_PORT is None:  # (settings refuse METRICS_PORT without prometheus-client)
+        return None
+    shared = bool(settings.WEBHOOK_URL) and settings.METRICS_PORT == settings.WEBHOOK_PORT
+    metrics = BotMetrics(fallback, dp, on_webhook_server=shared)
+    if shared:
+        return metrics  # the webhook module calls attach_metrics_route()
+    runners: list[web.AppRunner] = []
+
+    async def start_server() -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", metrics.handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        runners.append(runner)
+        try:
+            await web.TCPSite(runner, settings.METRICS_HOST, settings.METRICS_PORT).start()
+        except OSError as error:
+            logger.error("❌ Metrics not served: cannot listen on %s:%s (%s); check METRICS_PORT",
+                         settings.METRICS_HOST, settings.METRICS_PORT, error.strerror or error)
+            return
+        logger.info("📈 Metrics on http://%s:%s/metrics", settings.METRICS_HOST, settings.METRICS_PORT)
+
+    async def stop_server() -> None:
+        for runner in runners:
+            await runner.cleanup()
+
+    dp.startup.register(start_server)
+    dp.shutdown.register(stop_server)
+    return metrics

@@ -1,0 +1,84 @@
+"""Prometheus metrics of the failover engine (needs the optional `prometheus-client`).
+
+`FallbackMetrics(fallback, registry)` registers itself as an engine listener and counts what
+the engine reports (`events.py`); `await metrics.refresh()` reads the shared provider state
+(`get_provider_stats()`) into the gauges — call it right before each scrape. Every metric lives
+in the `CollectorRegistry` you pass (one per app), never in prometheus-client's global one.
+
+| metric | labels | from |
+|---|---|---|
+| `llm_attempts_total` | provider, model, outcome | `AttemptEvent` |
+| `llm_attempt_seconds` (histogram) | provider, phase=`first_event`/`total` | `AttemptEvent` |
+| `llm_failovers_total` | from_provider, to_provider | `FailoverEvent` |
+| `llm_hedges_total` | provider (the slow one) | `HedgeEvent` |
+| `llm_all_failed_total` | — | `HealthEvent("all_failed")` |
+| `llm_provider_state` | provider, state=`healthy`/`cooling`/`half_open`/`forced` | `refresh()` |
+| `llm_cooldown_seconds_remaining` | provider | `refresh()` |
+
+`forced` is set beside the provider's health state (a forced provider may be cooling too).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .engine import LLMProviderFallback
+from .events import AttemptEvent, Event, FailoverEvent, HealthEvent, HedgeEvent
+
+STATES = ("healthy", "cooling", "half_open", "forced")
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class FallbackMetrics:
+    """The engine's counters, histograms and state gauges in one registry."""
+
+    def __init__(self, fallback: LLMProviderFallback, registry: CollectorRegistry | None = None):
+        self.fallback = fallback
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.attempts = Counter("llm_attempts", "LLM attempts by provider, model and outcome "
+                                "(ok, a failure kind, cancelled, hedge_lost)",
+                                ["provider", "model", "outcome"], registry=r)
+        self.attempt_seconds = Histogram("llm_attempt_seconds", "LLM attempt latency: to the first event "
+                                         "(phase=first_event) and to the end (phase=total)",
+                                         ["provider", "phase"], buckets=LATENCY_BUCKETS, registry=r)
+        self.failovers = Counter("llm_failovers", "Requests one provider could not serve and another did",
+                                 ["from_provider", "to_provider"], registry=r)
+        self.hedges = Counter("llm_hedges", "Hedges fired: the provider had no first event within the delay",
+                              ["provider"], registry=r)
+        self.all_failed = Counter("llm_all_failed", "Requests that no provider could answer", registry=r)
+        self.provider_state = Gauge("llm_provider_state", "1 for each state a provider is in now",
+                                    ["provider", "state"], registry=r)
+        self.cooldown_left = Gauge("llm_cooldown_seconds_remaining", "Seconds until a provider's cooldown ends",
+                                   ["provider"], registry=r)
+        for provider in fallback.order:  # every series exists from the first scrape
+            self.cooldown_left.labels(provider)
+            for state in STATES:
+                self.provider_state.labels(provider, state)
+        self.all_failed.inc(0)
+        fallback.add_listener(self)
+
+    def __call__(self, event: Event) -> None:
+        match event:
+            case AttemptEvent():
+                self.attempts.labels(event.provider, event.model, event.outcome).inc()
+                self.attempt_seconds.labels(event.provider, "total").observe(event.seconds)
+                if event.first_event_seconds is not None:
+                    self.attempt_seconds.labels(event.provider, "first_event").observe(event.first_event_seconds)
+            case FailoverEvent():
+                self.failovers.labels(event.from_provider, event.to_provider).inc()
+            case HedgeEvent():
+                self.hedges.labels(event.provider).inc()
+            case HealthEvent(kind="all_failed"):
+                self.all_failed.inc()
+
+    async def refresh(self) -> None:
+        """Read the shared state (one store round trip) into `llm_provider_state` and the cooldown gauge."""
+        stats = await self.fallback.get_provider_stats()
+        forced = stats.get("forced_provider")
+        for provider, health in stats["provider_health"].items():
+            current = health.get("state")
+            for state in STATES:
+                on = provider == forced if state == "forced" else current == state
+                self.provider_state.labels(provider, state).set(1 if on else 0)
+            self.cooldown_left.labels(provider).set(health.get("cooldown_seconds_left") or 0)
