@@ -1,0 +1,253 @@
+"""Two webhook replicas on one Redis behave as one bot.
+
+Two real bot processes (`python -m luka_bot`, webhook mode, each on its own port, the same
+token and secret) share one real redis-server, one fake Bot API and two fake LLM servers
+(ollama = primary, openai = fallback). The test plays Telegram: it posts each update, signed
+with the secret, alternately to replica 0 and replica 1. The tests are one story, in file order.
+Replica 0 serves `/metrics` on its webhook port (METRICS_PORT == WEBHOOK_PORT); the story reads
+the provider state there instead of sleeping through cooldowns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
+
+from luka_bot.core.config import Settings
+from tests.conftest import wait_until
+from tests.fakes.fake_llm import FakeLLM
+from tests.fakes.fake_telegram import Call, FakeTelegram
+from tests.fakes.redis_server import RedisServer, free_port, redis_server_available
+
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(not redis_server_available(), reason="redis-server is not installed"),
+]
+
+TOKEN = "123456:REPLICAS-token-not-real-abcdef"
+SECRET = "replicas-SECRET-0123456789"
+OPENAI_KEY = "sk-test-replicas-SECRET-987654"
+ADMIN = 7001
+USERS = list(range(7101, 7109))
+COOLDOWN = 3
+WAIT = 20.0
+
+
+@dataclass
+class Replicas:
+    fake: FakeTelegram
+    primary: FakeLLM
+    fallback: FakeLLM
+    ports: list[int]
+    processes: list[asyncio.subprocess.Process]
+    logs: list[Path]
+    http: aiohttp.ClientSession
+    update_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    turn: itertools.count = field(default_factory=itertools.count)
+
+    async def post(self, text: str, user_id: int, replica: int | None = None) -> None:
+        """Deliver one private message to `replica` (default: alternately), signed like Telegram."""
+        replica = next(self.turn) % 2 if replica is None else replica
+        message = self.fake.send_message(text, user_id=user_id)
+        url = f"http://127.0.0.1:{self.ports[replica]}/webhook"
+        update = {"update_id": next(self.update_ids), "message": message}
+        async with self.http.post(url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}) as r:
+            assert r.status == 200, await r.text()
+
+    async def reply(self, user_id: int, match: Callable[[str], bool], *, after: int) -> Call:
+        def predicate(call: Call) -> bool:
+            return call.ok and call.params.get("chat_id") == user_id and match(call.params.get("text", ""))
+
+        try:
+            return await self.fake.wait_for("sendMessage", predicate, timeout=WAIT, after=after)
+        except TimeoutError as error:
+            raise AssertionError(f"{error}\n{self.log_tails()}") from None
+
+    async def ask(self, text: str, user_id: int, replica: int) -> str:
+        """Send and return the bot's answer (the message after any thread name)."""
+        mark = self.fake.mark()
+        await self.post(text, user_id, replica)
+        call = await self.reply(user_id, lambda t: not t.startswith("🧵"), after=mark)
+        return call.params["text"]
+
+    async def burst(self, users: list[int], text: str) -> list[str]:
+        """Every user writes at once, alternately to each replica; the answers, in user order."""
+        mark = self.fake.mark()
+        await asyncio.gather(*(self.post(f"{text} #{u}", u) for u in users))
+        calls = [await self.reply(u, lambda t: not t.startswith("🧵"), after=mark) for u in users]
+        return [c.params["text"] for c in calls]
+
+    def admin_texts(self, prefix: str) -> list[str]:
+        return [c.params["text"] for c in self.fake.calls_of("sendMessage")
+                if c.ok and c.params.get("chat_id") == ADMIN and c.params["text"].startswith(prefix)]
+
+    async def metrics(self) -> dict[str, float]:
+        async with self.http.get(f"http://127.0.0.1:{self.ports[0]}/metrics") as response:
+            assert response.status == 200
+            text = await response.text()
+        return {f"{s.name}{dict(sorted(s.labels.items()))}": s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    async def wait_state(self, provider: str, state: str) -> None:
+        """Until replica 0's /metrics says `provider` is in `state` (a cooldown running out, say)."""
+        key = f"llm_provider_state{{'provider': '{provider}', 'state': '{state}'}}"
+        for _ in range(int(WAIT / 0.1)):
+            if (await self.metrics()).get(key) == 1:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{provider} never became {state}\n{self.log_tails()}")
+
+    def log_tails(self) -> str:
+        return "\n".join(f"--- replica {i} log (tail) ---\n{p.read_text(errors='replace')[-2500:]}"
+                         for i, p in enumerate(self.logs))
+
+
+def replica_env(fake: FakeTelegram, primary: FakeLLM, fallback: FakeLLM, redis_url: str, port: int,
+                metrics: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in Settings.model_fields}
+    env.update(
+        BOT_TOKEN=TOKEN, TELEGRAM_API_URL=fake.url, ADMIN_IDS=str(ADMIN), REDIS_URL=redis_url,
+        OLLAMA_URL=primary.url, OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL=fallback.v1_url,
+        OLLAMA_TIMEOUT="5", OPENAI_TIMEOUT="5", LLM_CONNECT_TIMEOUT="1", LLM_FAILURE_COOLDOWN=str(COOLDOWN),
+        AVAILABLE_PROVIDERS='{"ollama": ["m1"], "openai": ["g1"]}',
+        WEBHOOK_URL=f"http://127.0.0.1:{port}", WEBHOOK_HOST="127.0.0.1", WEBHOOK_PORT=str(port),
+        WEBHOOK_SECRET=SECRET, PYTHONUNBUFFERED="1",
+    )
+    if metrics:
+        env.update(METRICS_PORT=str(port), METRICS_HOST="127.0.0.1")
+    return env
+
+
+async def _wait_listening(http: aiohttp.ClientSession, port: int, process: asyncio.subprocess.Process,
+                          log: Path) -> None:
+    deadline = asyncio.get_running_loop().time() + 120  # two cold starts share 2 cores with everything else
+    while asyncio.get_running_loop().time() < deadline:
+        if process.returncode is not None:
+            raise AssertionError("a replica exited:\n" + log.read_text(errors="replace")[-3000:])
+        try:
+            async with http.get(f"http://127.0.0.1:{port}/webhook") as response:
+                if response.status in (404, 405):
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError("a replica did not come up:\n" + log.read_text(errors="replace")[-3000:])
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def bot(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Replicas]:
+    if not redis_server.running:
+        redis_server.restart()
+    redis_server.flushall()
+    workdir = tmp_path_factory.mktemp("replicas")
+    fake = await FakeTelegram(token=TOKEN).start()
+    fake.add_chat(ADMIN, first_name="Admin")
+    primary = await FakeLLM("ollama", latency=0.05).start()
+    fallback = await FakeLLM("openai", latency=0.05).start()
+    http = aiohttp.ClientSession()
+    ports = [free_port(), free_port()]
+    processes, logs = [], []
+    for i, port in enumerate(ports):
+        logs.append(workdir / f"replica{i}.log")
+        with logs[-1].open("wb") as log:
+            processes.append(await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "luka_bot", cwd=workdir,
+                env=replica_env(fake, primary, fallback, redis_server.url, port, metrics=i == 0),
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log))
+    replicas = Replicas(fake, primary, fallback, ports, processes, logs, http)
+    try:
+        for port, process, log in zip(ports, processes, logs, strict=True):
+            await _wait_listening(http, port, process, log)
+        await wait_until(lambda: len(fake.calls_of("setWebhook")) == 2, rounds=400, interval=0.05)
+        yield replicas
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                await asyncio.wait_for(process.wait(), 15)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        await http.close()
+        for server in (primary, fallback):
+            await server.stop()
+        await fake.stop()
+    for i, path in enumerate(logs):
+        log = path.read_text(errors="replace")
+        assert "Traceback" not in log, f"replica {i}:\n{log[-3000:]}"
+        assert TOKEN not in log and SECRET not in log and OPENAI_KEY not in log
+
+
+# --- the story -------------------------------------------------------------------------------------------
+
+
+async def test_a_conversation_continues_on_the_other_replica(bot: Replicas) -> None:
+    user = USERS[0]
+    assert await bot.ask("my name is Ann", user, replica=0) == "answer from ollama"
+    bot.primary.reset_counts()
+    assert await bot.ask("what is my name?", user, replica=1) == "answer from ollama"
+    (request,) = [r for r in bot.primary.requests if "what is my name?" in str(r["messages"][-1])]
+    history = [(m["role"], m.get("content")) for m in request["messages"]]
+    assert ("user", "my name is Ann") in history and ("assistant", "answer from ollama") in history, history
+
+
+async def test_force_and_clear_sent_to_one_replica_apply_to_the_other(bot: Replicas) -> None:
+    user = USERS[0]
+    forced = await bot.ask("/llm_force openai 600", ADMIN, replica=0)
+    assert forced.startswith("✅ openai forced"), forced
+    assert await bot.ask("who answers now?", user, replica=1) == "answer from openai"
+    cleared = await bot.ask("/llm_clear", ADMIN, replica=1)
+    assert cleared.startswith("🧹 Cleared."), cleared
+    assert await bot.ask("and now?", user, replica=0) == "answer from ollama"
+
+
+async def test_the_primary_dying_under_load_is_learned_once_and_skipped_by_both(bot: Replicas) -> None:
+    assert await bot.burst(USERS, "hello") == ["answer from ollama"] * len(USERS)  # every thread exists now
+    bot.primary.set_mode("http500")
+    bot.primary.reset_counts()
+    bot.fallback.reset_counts()
+
+    # dies during a burst: only the requests already on their way reach it
+    assert await bot.burst(USERS, "are you there") == ["answer from openai"] * len(USERS)
+    died_in_flight = bot.primary.count()
+    assert 1 <= died_in_flight <= len(USERS)
+    # learned by one replica, skipped by both for the cooldown
+    assert await bot.burst(USERS, "still there") == ["answer from openai"] * len(USERS)
+    assert bot.primary.count() == died_in_flight
+    await wait_until(lambda: len(bot.admin_texts("🔴")) >= 1, rounds=200, interval=0.05)
+    assert len(bot.admin_texts("🔴 LLM provider ollama is down")) == 1  # one alert, not one per replica
+
+    # the cooldown runs out while the primary is still broken: one probe across both replicas
+    await bot.wait_state("ollama", "half_open")
+    assert await bot.burst(USERS, "after the cooldown") == ["answer from openai"] * len(USERS)
+    assert bot.primary.count() == died_in_flight + 1
+    print(f"\nrequests reaching the dead primary: {died_in_flight} in flight when it died, "
+          f"then {bot.primary.count() - died_in_flight} probe in one cooldown window ({len(USERS)} users x 2 bursts)")
+
+
+async def test_recovery_is_seen_by_both_replicas(bot: Replicas) -> None:
+    bot.primary.set_mode("ok")
+    await bot.wait_state("ollama", "half_open")
+    answers = await bot.burst(USERS, "better now?")
+    assert set(answers) <= {"answer from ollama", "answer from openai"} and "answer from ollama" in answers
+    for replica in (0, 1):
+        assert await bot.ask(f"on replica {replica}", USERS[replica], replica=replica) == "answer from ollama"
+    await wait_until(lambda: len(bot.admin_texts("🟢")) >= 1, rounds=200, interval=0.05)
+    assert bot.admin_texts("🟢") == ["🟢 LLM provider ollama is back and serving again."]
+    scraped = await bot.metrics()
+    assert scraped["llm_provider_state{'provider': 'ollama', 'state': 'healthy'}"] == 1
+    assert scraped["bot_updates_total{'type': 'message'}"] >= len(USERS) * 2  # replica 0 took half of them
