@@ -12,12 +12,24 @@ import aiohttp
 import pytest
 from aiogram.types import Update
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+from pydantic_ai import Agent
 from prometheus_client.parser import text_string_to_metric_families
 
 from luka_bot.core.config import ConfigError, Settings, load_settings
-from plugins.llm_fallback import AttemptEvent, FailoverEvent, HealthEvent, HedgeEvent
+from plugins.llm_fallback import (
+    AllProvidersFailedError,
+    AttemptEvent,
+    FailoverEvent,
+    HealthEvent,
+    HedgeEvent,
+    LLMFallbackModel,
+    LLMProviderFallback,
+    MemoryStateStore,
+    ProviderSpec,
+)
 from plugins.llm_fallback.metrics import FallbackMetrics
-from tests.conftest import Env, http_error, refused
+from tests.conftest import Env, FakeClock, http_error, refused
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.fakes.redis_server import free_port
@@ -109,6 +121,77 @@ def test_two_apps_in_one_process_keep_separate_metrics(make_env: Callable[..., E
     first(FailoverEvent("ollama", "openai"))
     assert value(first.registry, "llm_failovers_total", from_provider="ollama", to_provider="openai") == 1
     assert value(second.registry, "llm_failovers_total", from_provider="ollama", to_provider="openai") is None
+
+
+async def test_metrics_after_a_scripted_failover_match_what_happened() -> None:
+    """Real HTTP against two fake providers, the engine on a fake clock; each step checks the metrics
+    against what the fake servers received and what the user got."""
+    primary, fallback = await FakeLLM("ollama").start(), await FakeLLM("openai").start()
+    clock = FakeClock()
+    engine = LLMProviderFallback(
+        [ProviderSpec("ollama", "ollama", primary.v1_url, ("m1",), timeout=5, connect_timeout=1),
+         ProviderSpec("openai", "openai", fallback.v1_url, ("g1",), api_key=SecretStr("sk-test-metrics-0123456789"),
+                      timeout=5, connect_timeout=1)],
+        MemoryStateStore(clock), clock=clock, failure_cooldown=300)
+    metrics = FallbackMetrics(engine)
+    r = metrics.registry
+    agent: Agent[None, str] = Agent(LLMFallbackModel(engine))
+
+    def attempts(provider: str, model: str, outcome: str) -> float:
+        return value(r, "llm_attempts_total", provider=provider, model=model, outcome=outcome) or 0
+
+    try:
+        # 1. healthy: the primary answers, once plain and once streamed
+        assert (await agent.run("hi")).output == "answer from ollama"
+        async with agent.run_stream("hi") as streamed:
+            assert await streamed.get_output() == "answer from ollama"
+        assert attempts("ollama", "m1", "ok") == 2 == primary.count()
+        assert value(r, "llm_attempt_seconds_count", provider="ollama", phase="total") == 2
+        assert value(r, "llm_attempt_seconds_count", provider="ollama", phase="first_event") == 2
+
+        # 2. the primary starts answering 500: that request fails over, the primary cools down
+        primary.set_mode("http500")
+        assert (await agent.run("hi")).output == "answer from openai"
+        assert attempts("ollama", "m1", "server_error") == 1
+        assert attempts("openai", "g1", "ok") == 1 == fallback.count()
+        assert value(r, "llm_failovers_total", from_provider="ollama", to_provider="openai") == 1
+        await metrics.refresh()
+        assert state_of(r, "ollama") == {"cooling"}
+        assert value(r, "llm_cooldown_seconds_remaining", provider="ollama") == 300
+
+        # 3. while it cools, requests go straight to the fallback: skipping is not a failover
+        assert (await agent.run("hi")).output == "answer from openai"
+        assert primary.count() == 3 and attempts("ollama", "m1", "server_error") == 1
+        assert attempts("openai", "g1", "ok") == 2
+        assert value(r, "llm_failovers_total", from_provider="ollama", to_provider="openai") == 1
+
+        # 4. the fallback fails too: the cooling primary is tried as a last resort, then nothing is left
+        fallback.set_mode("http500")
+        with pytest.raises(AllProvidersFailedError):
+            await agent.run("hi")
+        assert attempts("openai", "g1", "server_error") == 1
+        assert attempts("ollama", "m1", "server_error") == 2
+        assert value(r, "llm_all_failed_total") == 1
+        assert value(r, "llm_failovers_total", from_provider="openai", to_provider="ollama") is None
+
+        # 5. both recover; after the cooldowns the primary's probe answers and it is healthy again
+        primary.set_mode("ok")
+        fallback.set_mode("ok")
+        clock.advance(3600)
+        await metrics.refresh()
+        assert state_of(r, "ollama") == {"half_open"}
+        assert (await agent.run("hi")).output == "answer from ollama"
+        await metrics.refresh()
+        assert state_of(r, "ollama") == {"healthy"}
+
+        # every request a fake server received is one counted attempt, and nothing more
+        for provider, model, fake in (("ollama", "m1", primary), ("openai", "g1", fallback)):
+            counted = sum(attempts(provider, model, outcome) for outcome in ("ok", "server_error"))
+            assert counted == fake.count() == value(r, "llm_attempt_seconds_count", provider=provider, phase="total")
+    finally:
+        await engine.aclose()
+        await primary.stop()
+        await fallback.stop()
 
 
 def _settings(fake: FakeTelegram, llm: FakeLLM, **overrides: object) -> Settings:
