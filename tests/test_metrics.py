@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 from aiogram.types import Update
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from pydantic_ai import Agent
-from prometheus_client.parser import text_string_to_metric_families
 
 from luka_bot.core.config import ConfigError, Settings, load_settings
 from plugins.llm_fallback import (
