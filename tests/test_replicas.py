@@ -29,6 +29,7 @@ from tests.conftest import wait_until
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.fake_telegram import Call, FakeTelegram
 from tests.fakes.redis_server import RedisServer, free_port, redis_server_available
+from tests.test_e2e_streaming import STOPPED_EN, PacedLLM
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
@@ -57,12 +58,17 @@ class Replicas:
     update_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     turn: itertools.count = field(default_factory=itertools.count)
 
-    async def post(self, text: str, user_id: int, replica: int | None = None) -> None:
+    async def post(self, text: str, user_id: int, replica: int | None = None) -> dict:
         """Deliver one private message to `replica` (default: alternately), signed like Telegram."""
         replica = next(self.turn) % 2 if replica is None else replica
         message = self.fake.send_message(text, user_id=user_id)
+        await self.deliver({"message": message}, replica)
+        return message
+
+    async def deliver(self, update: dict, replica: int) -> None:
+        """POST one update (without its id) to `replica`'s webhook, signed with the secret."""
         url = f"http://127.0.0.1:{self.ports[replica]}/webhook"
-        update = {"update_id": next(self.update_ids), "message": message}
+        update = {"update_id": next(self.update_ids), **update}
         async with self.http.post(url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}) as r:
             assert r.status == 200, await r.text()
 
@@ -154,7 +160,9 @@ async def bot(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactor
     workdir = tmp_path_factory.mktemp("replicas")
     fake = await FakeTelegram(token=TOKEN).start()
     fake.add_chat(ADMIN, first_name="Admin")
-    primary = await FakeLLM("ollama", latency=0.05).start()
+    primary = PacedLLM("ollama", latency=0.05)
+    primary.pace = 0.0  # streams as fast as a FakeLLM; the Stop test holds it mid-stream
+    await primary.start()
     fallback = await FakeLLM("openai", latency=0.05).start()
     http = aiohttp.ClientSession()
     ports = [free_port(), free_port()]
@@ -251,3 +259,27 @@ async def test_recovery_is_seen_by_both_replicas(bot: Replicas) -> None:
     scraped = await bot.metrics()
     assert scraped["llm_provider_state{'provider': 'ollama', 'state': 'healthy'}"] == 1
     assert scraped["bot_updates_total{'type': 'message'}"] >= len(USERS) * 2  # replica 0 took half of them
+
+
+async def test_stop_pressed_on_the_other_replica_stops_the_reply(bot: Replicas) -> None:
+    """The reply streams from replica 0; Telegram delivers the Stop to replica 1 (a load balancer
+    does not know who is generating): the reply stops, keeps its partial text, blames nobody."""
+    user = USERS[2]
+    fallback_before = bot.fallback.count()
+    hold = bot.primary.hold = asyncio.Event()
+    try:
+        mark = bot.fake.mark()
+        question = await bot.post("Write me a long poem", user, replica=0)
+        first = await bot.fake.wait_for("sendMessageDraft", lambda c: c.ok and c.params.get("chat_id") == user,
+                                        timeout=WAIT, after=mark)
+        chat = {"id": user, "type": "private", "first_name": "User"}
+        await bot.deliver({"stopped_message_generation": {"chat": chat, "draft_id": question["message_id"]}},
+                          replica=1)
+        stopped = await bot.reply(user, lambda t: t.endswith(STOPPED_EN), after=mark)
+    finally:
+        hold.set()
+        bot.primary.hold = None
+    assert stopped.params["text"].startswith(first.params["text"].rstrip())
+    assert bot.fallback.count() == fallback_before, "a Stop is not a failure: nothing fails over"
+    scraped = await bot.metrics()
+    assert scraped["llm_provider_state{'provider': 'ollama', 'state': 'healthy'}"] == 1
