@@ -1,1 +1,1 @@
-"""luka_bot: a Telegram bot whose LLM calls fail over between providers."""
+"""luka_bot: a Telegram bot whose LLM calls fall back between providers."""

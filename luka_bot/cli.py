@@ -43,7 +43,7 @@ def _parser(parent: argparse._SubParsersAction | None, name: str, help_: str,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    root = _parser(None, "luka-bot", "A Telegram bot whose LLM calls fail over between providers.",
+    root = _parser(None, "luka-bot", "A Telegram bot whose LLM calls fall back between providers.",
                    epilog="Without a command: run the bot. Settings come from the environment and .env.")
     root.set_defaults(command=run_command)
     commands = root.add_subparsers(title="commands", metavar="COMMAND")
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     clear.set_defaults(command=_llm("clear"))
 
     console = _parser(commands, "console",
-                      "Chat with the bot in this terminal: the same handlers and failover, no Telegram. Each "
+                      "Chat with the bot in this terminal: the same handlers and fallback, no Telegram. Each "
                       "reply is tagged with the provider that answered; admin commands are allowed. "
                       "Type #N to press button N of the last message; Ctrl-D quits.")
     console.add_argument("--lang", default=None, help="your language code (default: DEFAULT_LANGUAGE)")

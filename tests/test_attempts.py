@@ -248,7 +248,7 @@ async def test_llm_requests_in_flight_are_bounded_and_the_rest_wait(make_env):
     await wait_until(lambda: env.fakes.count("ollama") == 2)
     for _ in range(50):
         await asyncio.sleep(0)
-    assert env.fakes.count("ollama") == 2  # the others wait for a slot: no timeout, no failover
+    assert env.fakes.count("ollama") == 2  # the others wait for a slot: no timeout, no fallback
     gate.set()
     assert await asyncio.gather(*tasks) == ["ollama/m1"] * 6
     assert env.fakes.count("openai") == 0

@@ -433,7 +433,7 @@ async def test_truncated_body_of_non_streamed_answer_fails_over(make, servers) -
     engine, agent = make()
     primary.mode = "cut_stream"  # non-streamed: half the announced body, then the connection drops
 
-    assert await ask(agent) == "answer from openai"  # nothing reached the user yet: fail over
+    assert await ask(agent) == "answer from openai"  # nothing reached the user yet: fall back
     h = await health(engine, "ollama")
     assert h["state"] == "cooling"
     assert h["last_error_kind"] in ("connection", "malformed_response")
@@ -557,10 +557,10 @@ async def test_no_sdk_retries_one_request_per_failing_call(make, servers, fake_c
     assert fallback.count() == 3
 
 
-# --- cost of the first failover ----------------------------------------------------------------------------------
+# --- cost of the first fallback ----------------------------------------------------------------------------------
 
 
-async def test_first_failover_cost_and_no_primary_traffic_during_cooldown(make, servers) -> None:
+async def test_first_fallback_cost_and_no_primary_traffic_during_cooldown(make, servers) -> None:
     primary, fallback = servers
 
     # A healthy call (warm: the second of two) as the baseline.
@@ -576,9 +576,9 @@ async def test_first_failover_cost_and_no_primary_traffic_during_cooldown(make, 
     await primary.stop()
     started = time.perf_counter()
     assert await ask(agent) == "answer from openai"
-    first_failover = time.perf_counter() - started
-    print(f"\nFIRST FAILOVER (primary refusing): {first_failover * 1000:.1f} ms vs healthy call "
-          f"{healthy * 1000:.1f} ms -> added {(first_failover - healthy) * 1000:.1f} ms")
+    first_fallback = time.perf_counter() - started
+    print(f"\nFIRST FALLBACK (primary refusing): {first_fallback * 1000:.1f} ms vs healthy call "
+          f"{healthy * 1000:.1f} ms -> added {(first_fallback - healthy) * 1000:.1f} ms")
 
     await primary.start(primary.port)  # listening again, yet cooling: must not be called
     for _ in range(2, 21):

@@ -1,4 +1,4 @@
-"""`luka-bot console`: the bot's handlers and failover in a terminal, through a real process's stdin/stdout.
+"""`luka-bot console`: the bot's handlers and fallback in a terminal, through a real process's stdin/stdout.
 
 Fake LLM servers on 127.0.0.1 (ollama = primary, openai = fallback), no Telegram, no Redis.
 """
@@ -60,7 +60,7 @@ async def providers() -> AsyncIterator[tuple[FakeLLM, FakeLLM]]:
         yield primary, fallback
 
 
-async def test_console_chats_through_the_failover_and_tags_each_reply_with_its_provider(
+async def test_console_chats_through_the_fallback_and_tags_each_reply_with_its_provider(
         providers: tuple[FakeLLM, FakeLLM], tmp_path: Path) -> None:
     primary, fallback = providers
     env = {k: v for k, v in os.environ.items() if k.upper() not in Settings.model_fields}

@@ -1,4 +1,4 @@
-"""The failover state machine, step by step, with a fake clock and in-process fake providers.
+"""The fallback state machine, step by step, with a fake clock and in-process fake providers.
 
 In the spirit of resilience4j's ``CircuitBreakerStateMachineTest``: no sleeps, time moves only by
 ``clock.advance()``, and every step asserts what a user or operator would notice — which

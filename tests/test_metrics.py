@@ -20,7 +20,7 @@ from luka_bot.core.config import ConfigError, Settings, load_settings
 from plugins.llm_fallback import (
     AllProvidersFailedError,
     AttemptEvent,
-    FailoverEvent,
+    FallbackEvent,
     HealthEvent,
     HedgeEvent,
     LLMFallbackModel,
@@ -53,7 +53,7 @@ def test_engine_events_are_counted_as_they_happened(make_env: Callable[..., Env]
     for event in (
         AttemptEvent("ollama", "m1", "timeout", seconds=3.0, blamed=True),
         AttemptEvent("openai", "g1", "ok", seconds=0.8, first_event_seconds=0.2, streamed=True),
-        FailoverEvent("ollama", "openai"),
+        FallbackEvent("ollama", "openai"),
         HedgeEvent("ollama", "openai", delay=1.5),
         AttemptEvent("ollama", "m1", "hedge_lost", seconds=1.6),
         HealthEvent("down", "ollama", error="timeout", cooldown=300),
@@ -118,12 +118,12 @@ async def test_provider_state_and_cooldown_follow_the_shared_state(make_env: Cal
 
 def test_two_apps_in_one_process_keep_separate_metrics(make_env: Callable[..., Env]) -> None:
     first, second = FallbackMetrics(make_env().engine), FallbackMetrics(make_env().engine)
-    first(FailoverEvent("ollama", "openai"))
+    first(FallbackEvent("ollama", "openai"))
     assert value(first.registry, "llm_failovers_total", from_provider="ollama", to_provider="openai") == 1
     assert value(second.registry, "llm_failovers_total", from_provider="ollama", to_provider="openai") is None
 
 
-async def test_metrics_after_a_scripted_failover_match_what_happened() -> None:
+async def test_metrics_after_a_scripted_fallback_match_what_happened() -> None:
     """Real HTTP against two fake providers, the engine on a fake clock; each step checks the metrics
     against what the fake servers received and what the user got."""
     primary, fallback = await FakeLLM("ollama").start(), await FakeLLM("openai").start()
@@ -149,7 +149,7 @@ async def test_metrics_after_a_scripted_failover_match_what_happened() -> None:
         assert value(r, "llm_attempt_seconds_count", provider="ollama", phase="total") == 2
         assert value(r, "llm_attempt_seconds_count", provider="ollama", phase="first_event") == 2
 
-        # 2. the primary starts answering 500: that request fails over, the primary cools down
+        # 2. the primary starts answering 500: that request falls back, the primary cools down
         primary.set_mode("http500")
         assert (await agent.run("hi")).output == "answer from openai"
         assert attempts("ollama", "m1", "server_error") == 1
@@ -159,7 +159,7 @@ async def test_metrics_after_a_scripted_failover_match_what_happened() -> None:
         assert state_of(r, "ollama") == {"cooling"}
         assert value(r, "llm_cooldown_seconds_remaining", provider="ollama") == 300
 
-        # 3. while it cools, requests go straight to the fallback: skipping is not a failover
+        # 3. while it cools, requests go straight to the fallback: skipping is not a fallback
         assert (await agent.run("hi")).output == "answer from openai"
         assert primary.count() == 3 and attempts("ollama", "m1", "server_error") == 1
         assert attempts("openai", "g1", "ok") == 2

@@ -1,7 +1,7 @@
 """Two bot processes, one Redis: what one process learns or sets, the other obeys.
 
 Each engine runs in its own OS process (multiprocessing, spawn), built as the bot builds it
-(`FailsafeStore(RedisStateStore)`, real HTTP clients), and answers commands over a pipe. The
+(`RedisWithLocalFallback(RedisStateStore)`, real HTTP clients), and answers commands over a pipe. The
 LLM providers are two `FakeLLM` servers on 127.0.0.1 served from this (the test) process; the
 store is a real `redis-server`.
 """
@@ -45,7 +45,7 @@ async def _serve_async(conn: Any) -> None:
     from pydantic_ai import ModelRequest
     from pydantic_ai.direct import model_request
 
-    from plugins.llm_fallback import LLMFallbackModel, FailsafeStore, LLMProviderFallback, ProviderSpec, RedisStateStore
+    from plugins.llm_fallback import LLMFallbackModel, RedisWithLocalFallback, LLMProviderFallback, ProviderSpec, RedisStateStore
 
     engine: LLMProviderFallback | None = None
     model: LLMFallbackModel | None = None
@@ -55,7 +55,7 @@ async def _serve_async(conn: Any) -> None:
         nonlocal engine, model
         if engine is not None:
             await engine.aclose()
-        store = FailsafeStore(RedisStateStore.from_url(cfg["redis_url"], prefix=cfg["prefix"]), retry_interval=1.0)
+        store = RedisWithLocalFallback(RedisStateStore.from_url(cfg["redis_url"], prefix=cfg["prefix"]), retry_interval=1.0)
         engine = LLMProviderFallback(
             [
                 ProviderSpec("ollama", "ollama", cfg["primary_url"], ("m1",), timeout=5.0, connect_timeout=1.0),
@@ -279,7 +279,7 @@ def test_both_processes_keep_answering_when_redis_dies(
             assert process.call("store_kind") == "degraded"
             assert process.call("stats")["store"] == "degraded"
 
-        # Failover still works on process-local state while Redis is gone.
+        # Fallback still works on process-local state while Redis is gone.
         primary.mode = "http500"
         primary.reset_counts()
         for process in (a, b):

@@ -1,4 +1,4 @@
-"""The failover store around a Redis outage: race-free recovery, one log line each way, namespaces.
+"""The fallback store around a Redis outage: race-free recovery, one log line each way, namespaces.
 
 Real ``redis-server`` processes on loopback (paused with SIGSTOP, killed); time for the retry
 interval comes from an injected monotonic clock, never from sleeping.
@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from luka_bot.core.config import ConfigError, load_settings
 from luka_bot.services.state_stores import build_stores
-from plugins.llm_fallback import FailsafeStore, MemoryStateStore, RedisStateStore
+from plugins.llm_fallback import RedisWithLocalFallback, MemoryStateStore, RedisStateStore
 from tests.conftest import FakeClock, http_error
 from tests.fakes.redis_server import RedisServer, free_port
 
@@ -35,7 +35,7 @@ class Monotonic:
 
 @dataclass
 class Outage:
-    store: FailsafeStore
+    store: RedisWithLocalFallback
     other: Redis
     """Another process's view of the same Redis (raw keys)."""
     monotonic: Monotonic
@@ -58,7 +58,7 @@ class Outage:
 @pytest.fixture
 async def outage(own_redis: RedisServer, clock: FakeClock) -> AsyncIterator[Outage]:
     monotonic = Monotonic()
-    store = FailsafeStore(RedisStateStore.from_url(own_redis.url, prefix="llm:", timeout=0.3),
+    store = RedisWithLocalFallback(RedisStateStore.from_url(own_redis.url, prefix="llm:", timeout=0.3),
                           MemoryStateStore(clock), retry_interval=5.0, monotonic=monotonic)
     other = Redis.from_url(own_redis.url, decode_responses=True)
     yield Outage(store, other, monotonic, own_redis)
@@ -139,7 +139,7 @@ async def test_a_failure_recorded_at_the_switch_to_local_state_is_kept(outage: O
 
 
 async def test_state_learned_during_the_outage_is_not_written_back(outage: Outage):
-    """Documented: failover state learned locally is forgotten when Redis returns (Redis is the truth)."""
+    """Documented: fallback state learned locally is forgotten when Redis returns (Redis is the truth)."""
     store = outage.store
     await outage.go_down()
     await store.set("cooldown:ollama", "learned-locally", 600)
@@ -174,7 +174,7 @@ async def test_one_error_line_and_one_warning_line_per_outage_without_traceback(
 
 
 async def test_a_burst_on_a_hung_redis_with_a_small_pool_does_not_queue_behind_timeouts(own_redis: RedisServer):
-    store = FailsafeStore(RedisStateStore.from_url(own_redis.url, prefix="llm:", timeout=0.3, max_connections=4))
+    store = RedisWithLocalFallback(RedisStateStore.from_url(own_redis.url, prefix="llm:", timeout=0.3, max_connections=4))
     try:
         own_redis.pause()
         loop = asyncio.get_running_loop()
@@ -201,12 +201,12 @@ async def test_two_bots_on_one_redis_do_not_clear_each_other(redis_url: str):
     raw = Redis.from_url(redis_url, decode_responses=True)
     try:
         for stores in (first, second):
-            await stores.failover.set("cooldown:ollama", "rec", 600)
-            await stores.failover.set("alert:down:ollama", "1", 600)
+            await stores.fallback.set("cooldown:ollama", "rec", 600)
+            await stores.fallback.set("alert:down:ollama", "1", 600)
             await stores.bot.set("thread:current:7", "t1", 600)
             await stores.bot.push_bounded("history:7:t1", "turn", max_len=5, ttl=600)
 
-        assert await first.failover.clear("*") == 2  # /llm_clear on the first bot
+        assert await first.fallback.clear("*") == 2  # /llm_clear on the first bot
 
         assert sorted(await raw.keys("*")) == [
             "llm:222:alert:down:ollama", "llm:222:cooldown:ollama",
@@ -263,8 +263,8 @@ def test_sentinel_settings_are_parsed_and_checked():
 async def test_llm_clear_of_one_bot_leaves_the_other_bots_failover_state(redis_url: str, make_env):
     first_stores = build_stores(_settings(redis_url, "111:first-token"))
     second_stores = build_stores(_settings(redis_url, "222:second-token"))
-    first = make_env(store=first_stores.failover)
-    second = make_env(store=second_stores.failover, fakes=first.fakes)
+    first = make_env(store=first_stores.fallback)
+    second = make_env(store=second_stores.fallback, fakes=first.fakes)
     try:
         first.fakes.fail("ollama", lambda: http_error(500, "m1"))
         assert await first.ask() == "openai/g1"

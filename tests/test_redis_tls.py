@@ -35,14 +35,14 @@ async def test_a_rediss_url_reaches_redis_over_tls(tmp_path: Path):
                                  REDIS_URL=f"rediss://{HOST}:{tls_port}/0?ssl_ca_certs={cert}")
         stores = build_stores(settings)
         try:
-            assert await stores.failover.set("preferred", "ollama", 60) is True
-            assert await stores.failover.get_many(["preferred"]) == ["ollama"]
+            assert await stores.fallback.set("preferred", "ollama", 60) is True
+            assert await stores.fallback.get_many(["preferred"]) == ["ollama"]
             assert stores.kind == "redis"
         finally:
             await stores.close()
         plain = build_stores(load_settings(_env_file=None, BOT_TOKEN="9:tls", REDIS_URL=f"redis://{HOST}:{tls_port}/0"))
         try:  # the same port without TLS does not answer: served locally, not an error for the caller
-            assert await plain.failover.get_many(["preferred"]) == [None]
+            assert await plain.fallback.get_many(["preferred"]) == [None]
             assert plain.kind == "degraded"
         finally:
             await plain.close()

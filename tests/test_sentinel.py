@@ -1,8 +1,8 @@
-"""Redis that fails over: one master, one replica, three sentinels, real processes on loopback.
+"""Redis that fails over (Sentinel promotes the replica): one master, one replica, three sentinels, real processes on loopback.
 
 The master is killed under a steady conversation load (plus one LLM request per round through
-the failover engine, on fake providers); the stores keep answering (process-local while no
-master is elected), then continue on the promoted replica with the conversations and failover
+the fallback engine, on fake providers); the stores keep answering (process-local while no
+master is elected), then continue on the promoted replica with the conversations and fallback
 state that were there, and what was written during the gap is written back.
 """
 
@@ -44,7 +44,7 @@ async def test_the_master_dies_under_load_and_the_stores_carry_on_on_the_promote
     conversations = Conversations(stores.bot, max_messages=200)
     users = [1, 2, 3]
     threads = {user: await conversations.start_thread(user) for user in users}
-    engine = make_env(store=stores.failover)  # the failover engine on the same store
+    engine = make_env(store=stores.fallback)  # the fallback engine on the same store
     engine.fakes.fail("ollama", lambda: http_error(500, "m1"))
     assert await engine.ask() == "openai/g1"  # ollama's cooldown is now in Redis
     answers: list[str] = []
@@ -91,7 +91,7 @@ async def test_the_master_dies_under_load_and_the_stores_carry_on_on_the_promote
 
     assert (new_host, new_port) != (host, port)
     assert set(answers) == {"openai/g1"} and len(answers) > 20  # answered all along
-    # Ollama's cooldown survived the failover: on the promoted master it is still skipped.
+    # Ollama's cooldown survived the Sentinel failover: on the promoted master it is still skipped.
     tried = engine.fakes.count("ollama")
     for _ in range(3):
         assert await engine.ask() == "openai/g1"

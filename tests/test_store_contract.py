@@ -1,10 +1,10 @@
-"""The `StateStore` contract, run against both stores, plus `FailsafeStore` over a failing Redis.
+"""The `StateStore` contract, run against both stores, plus `RedisWithLocalFallback` over a failing Redis.
 
 - `MemoryStateStore`: expiry follows the injected fake clock (no sleeping);
 - `RedisStateStore`: a real ``redis-server`` (tests/fakes/redis_server.py), a fresh key prefix per
   test; TTLs are checked with ``PTTL`` through ``store.client``, and one tiny (50 ms) expiry is
   waited for for real;
-- `FailsafeStore`: a dedicated redis-server per test (killed and restarted there, so the shared
+- `RedisWithLocalFallback`: a dedicated redis-server per test (killed and restarted there, so the shared
   session server is unaffected) and an injected monotonic clock for the retry interval.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from plugins.llm_fallback import FailsafeStore, MemoryStateStore, RedisStateStore, StateStore
+from plugins.llm_fallback import MemoryStateStore, RedisStateStore, RedisWithLocalFallback, StateStore
 from tests.conftest import FakeClock, http_error, wait_until
 from tests.fakes.redis_server import RedisServer
 
@@ -217,7 +217,7 @@ async def test_clear_leaves_keys_outside_the_prefix_alone(redis_url):
         await store.close()
 
 
-# --- FailsafeStore over a Redis that goes away -----------------------------------------------------------------------
+# --- RedisWithLocalFallback over a Redis that goes away -----------------------------------------------------------------------
 
 
 class Monotonic:
@@ -229,19 +229,19 @@ class Monotonic:
 
 
 @dataclass
-class Failsafe:
-    store: FailsafeStore
+class LocalFallbackEnv:
+    store: RedisWithLocalFallback
     redis: RedisStateStore
     monotonic: Monotonic
     clock: FakeClock
 
 
 @pytest.fixture
-async def failsafe(own_redis: RedisServer, clock: FakeClock) -> AsyncIterator[Failsafe]:
+async def local_fallback(own_redis: RedisServer, clock: FakeClock) -> AsyncIterator[LocalFallbackEnv]:
     redis = RedisStateStore.from_url(own_redis.url, prefix="llm:", timeout=0.3)
     monotonic = Monotonic()
-    store = FailsafeStore(redis, MemoryStateStore(clock), retry_interval=5.0, monotonic=monotonic)
-    yield Failsafe(store, redis, monotonic, clock)
+    store = RedisWithLocalFallback(redis, MemoryStateStore(clock), retry_interval=5.0, monotonic=monotonic)
+    yield LocalFallbackEnv(store, redis, monotonic, clock)
     await store.close()
 
 
@@ -249,17 +249,17 @@ def _store_logs(caplog, level: int) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == STORE_LOGGER and r.levelno == level]
 
 
-async def test_failsafe_uses_redis_while_it_answers(failsafe: Failsafe):
-    store = failsafe.store
+async def test_local_fallback_uses_redis_while_it_answers(local_fallback: LocalFallbackEnv):
+    store = local_fallback.store
     assert store.kind == "redis"
     assert await store.set("preferred", "ollama", 60) is True
-    assert await failsafe.redis.client.get("llm:preferred") == "ollama"
+    assert await local_fallback.redis.client.get("llm:preferred") == "ollama"
     assert await store.get_many(["preferred"]) == ["ollama"]
 
 
-async def test_failsafe_serves_locally_while_redis_is_down_and_comes_back(failsafe: Failsafe, own_redis, caplog):
+async def test_local_fallback_serves_locally_while_redis_is_down_and_comes_back(local_fallback: LocalFallbackEnv, own_redis, caplog):
     caplog.set_level(logging.DEBUG)
-    store = failsafe.store
+    store = local_fallback.store
     await store.set("preferred", "ollama", 60)
 
     own_redis.kill()
@@ -274,10 +274,10 @@ async def test_failsafe_serves_locally_while_redis_is_down_and_comes_back(failsa
     assert await store.get_many(["cooldown:ollama"]) == ["rec"]
 
     # Retrying after the interval while Redis is still down: no new error line.
-    failsafe.monotonic.now += 5
+    local_fallback.monotonic.now += 5
     assert await store.get_many(["cooldown:ollama"]) == ["rec"]
     assert store.kind == "degraded"
-    failsafe.monotonic.now += 5
+    local_fallback.monotonic.now += 5
     assert await store.clear("probe:*") == 0
     errors = _store_logs(caplog, logging.ERROR)
     assert len(errors) == 1, [r.getMessage() for r in errors]
@@ -285,36 +285,36 @@ async def test_failsafe_serves_locally_while_redis_is_down_and_comes_back(failsa
 
     # Redis is back; not tried again before the retry interval.
     own_redis.restart()
-    failsafe.monotonic.now += 1
+    local_fallback.monotonic.now += 1
     assert await store.get_many(["cooldown:ollama"]) == ["rec"]
     assert store.kind == "degraded"
 
-    failsafe.monotonic.now += 5
+    local_fallback.monotonic.now += 5
     assert await store.get_many(["cooldown:ollama"]) == [None]  # Redis again (restarted empty)
     assert store.kind == "redis"
     back = _store_logs(caplog, logging.WARNING)
     assert len(back) == 1 and "Redis state store is back" in back[0].getMessage()
     assert await store.set("preferred", "openai", 60) is True
-    assert await failsafe.redis.client.get("llm:preferred") == "openai"
+    assert await local_fallback.redis.client.get("llm:preferred") == "openai"
     assert len(_store_logs(caplog, logging.ERROR)) == 1
 
 
-async def test_failsafe_logs_a_second_outage_again(failsafe: Failsafe, own_redis, caplog):
+async def test_local_fallback_logs_a_second_outage_again(local_fallback: LocalFallbackEnv, own_redis, caplog):
     caplog.set_level(logging.DEBUG)
-    store = failsafe.store
+    store = local_fallback.store
     for _ in range(2):
         own_redis.kill()
         await store.get_many(["x"])
         own_redis.restart()
-        failsafe.monotonic.now += 5
+        local_fallback.monotonic.now += 5
         await store.get_many(["x"])
         assert store.kind == "redis"
     assert len(_store_logs(caplog, logging.ERROR)) == 2
     assert len(_store_logs(caplog, logging.WARNING)) == 2
 
 
-async def test_failsafe_does_not_stall_on_a_hung_redis(failsafe: Failsafe, own_redis):
-    store = failsafe.store
+async def test_local_fallback_does_not_stall_on_a_hung_redis(local_fallback: LocalFallbackEnv, own_redis):
+    store = local_fallback.store
     await store.set("k", "v", 60)
     own_redis.pause()
     try:
@@ -329,8 +329,8 @@ async def test_failsafe_does_not_stall_on_a_hung_redis(failsafe: Failsafe, own_r
         own_redis.resume()
 
 
-async def test_failsafe_deletion_during_an_outage_does_not_come_back(failsafe: Failsafe, own_redis):
-    store = failsafe.store
+async def test_local_fallback_deletion_during_an_outage_does_not_come_back(local_fallback: LocalFallbackEnv, own_redis):
+    store = local_fallback.store
     await store.set("forced", "openai", 600)
     own_redis.pause()  # a network partition: Redis keeps its data but does not answer
     try:
@@ -340,7 +340,7 @@ async def test_failsafe_deletion_during_an_outage_does_not_come_back(failsafe: F
         assert await store.get_many(["forced"]) == [None]
     finally:
         own_redis.resume()
-    failsafe.monotonic.now += 5
+    local_fallback.monotonic.now += 5
     assert await store.get_many(["forced"]) == [None]
     assert store.kind == "redis"
 
@@ -348,12 +348,12 @@ async def test_failsafe_deletion_during_an_outage_does_not_come_back(failsafe: F
 # --- the engine over a failing Redis ----------------------------------------------------------------------------------
 
 
-async def test_engine_keeps_answering_when_redis_dies_mid_run(make_env, failsafe: Failsafe, own_redis, caplog):
+async def test_engine_keeps_answering_when_redis_dies_mid_run(make_env, local_fallback: LocalFallbackEnv, own_redis, caplog):
     caplog.set_level(logging.DEBUG)
-    env = make_env(store=failsafe.store)
+    env = make_env(store=local_fallback.store)
     assert await env.ask() == "ollama/m1"
     assert (await env.stats())["store"] == "redis"
-    assert await failsafe.redis.client.exists("llm:preferred") == 1
+    assert await local_fallback.redis.client.exists("llm:preferred") == 1
 
     # Redis dies while a request is in flight on ollama.
     in_flight = env.fakes.hold_next("ollama")
@@ -363,7 +363,7 @@ async def test_engine_keeps_answering_when_redis_dies_mid_run(make_env, failsafe
     in_flight.set()
     assert await request == "ollama/m1"
 
-    # Failover and cooldown keep working from process-local state.
+    # Fallback and cooldown keep working from process-local state.
     env.fakes.fail("ollama", lambda: http_error(500, "m1"))
     assert await env.ask() == "openai/g1"
     env.fakes.ok("ollama")
@@ -378,7 +378,7 @@ async def test_engine_keeps_answering_when_redis_dies_mid_run(make_env, failsafe
 
     # Redis back: shared state resumes.
     own_redis.restart()
-    failsafe.monotonic.now += 5
+    local_fallback.monotonic.now += 5
     env.clock.advance(300)
     assert await env.ask() == "ollama/m1"
     assert (await env.stats())["store"] == "redis"

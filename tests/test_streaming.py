@@ -349,7 +349,7 @@ async def test_stop_keeps_the_partial_text_and_blames_no_provider(make_env: Call
             await run
     await preview.close()
     assert stopped.value.partial == "Once upon " and calls == ["ollama"]
-    assert env.fakes.count("openai") == 0, "a Stop is not a failure: nothing fails over"
+    assert env.fakes.count("openai") == 0, "a Stop is not a failure: nothing falls back"
     health = await env.health("ollama")
     assert health["state"] == "healthy" and health["cooldown_seconds_left"] == 0, health
 

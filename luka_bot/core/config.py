@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     REDIS_URL: str | None = None
     REDIS_SENTINELS: Annotated[list[tuple[str, int]], NoDecode] = []
     REDIS_SENTINEL_MASTER: str | None = None
-    REDIS_PREFIX: str | None = None  # failover state; default llm:<bot id>:
+    REDIS_PREFIX: str | None = None  # fallback state; default llm:<bot id>:
     REDIS_BOT_PREFIX: str | None = None  # conversations; default luka:<bot id>:
     REDIS_MAX_CONNECTIONS: int = Field(20, ge=1, le=10_000)
     REDIS_POOL_TIMEOUT: float = Field(5.0, gt=0)
@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     OPENAI_TIMEOUT: float = Field(60.0, gt=0)
     OPENAI_BASE_URL: str | None = None
 
-    # Failover
+    # Fallback
     AVAILABLE_PROVIDERS: dict[str, list[str]] = Field(default_factory=lambda: dict(AVAILABLE_PROVIDERS))
     LLM_EXTRA_PROVIDERS: dict[str, ExtraProvider] = {}
     LLM_CONNECT_TIMEOUT: float = Field(3.0, gt=0)
@@ -211,11 +211,11 @@ class Settings(BaseSettings):
         plugin, bot = self.redis_prefixes()
         if plugin.startswith(bot) or bot.startswith(plugin):
             raise ValueError(f"REDIS_PREFIX ({plugin!r}) and REDIS_BOT_PREFIX ({bot!r}) must not overlap: "
-                             "clearing the failover state would delete conversations")
+                             "clearing the fallback state would delete conversations")
         return self
 
     def redis_prefixes(self) -> tuple[str, str]:
-        """Key prefixes of the failover state and of the bot's data: `llm:<bot id>:`, `luka:<bot id>:` by default.
+        """Key prefixes of the fallback state and of the bot's data: `llm:<bot id>:`, `luka:<bot id>:` by default.
 
         The bot id is the number before ':' in `BOT_TOKEN`, so two bots can share one Redis.
         """
@@ -249,7 +249,7 @@ class Settings(BaseSettings):
         return [value for secret in secrets if secret is not None and (value := secret.get_secret_value())]
 
     def provider_specs(self) -> list[ProviderSpec]:
-        """The providers in priority order, as the failover engine takes them."""
+        """The providers in priority order, as the fallback engine takes them."""
         return [self._spec(name, models) for name, models in self.AVAILABLE_PROVIDERS.items()]
 
     def _spec(self, name: str, models: list[str]) -> ProviderSpec:

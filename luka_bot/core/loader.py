@@ -67,7 +67,7 @@ def build_bot(settings: Settings) -> Bot:
 def build_app(settings: Settings, *, fallback: LLMProviderFallback | None = None, bot: Bot | None = None) -> App:
     bot = bot or build_bot(settings)
     stores = build_stores(settings)
-    fallback = fallback or create_llm_provider_fallback(settings, stores.failover)
+    fallback = fallback or create_llm_provider_fallback(settings, stores.fallback)
     set_llm_provider_fallback(fallback)
     bot_store = stores.bot
     i18n = build_i18n(settings.DEFAULT_LANGUAGE)

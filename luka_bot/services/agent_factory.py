@@ -1,4 +1,4 @@
-"""The conversation agent: a pydantic-ai `Agent` with a few basic tools, on the failover model."""
+"""The conversation agent: a pydantic-ai `Agent` with a few basic tools, on the fallback model."""
 
 from __future__ import annotations
 

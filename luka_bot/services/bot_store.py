@@ -1,6 +1,6 @@
 """The bot's own data — conversations, per-chat switches — in Redis or process memory.
 
-It lives under the bot's prefix (`luka:<bot id>:` by default), apart from the failover
+It lives under the bot's prefix (`luka:<bot id>:` by default), apart from the fallback
 plugin's state, so the plugin's `/llm_clear` never touches it. It shares the process's one
 Redis pool and health (`plugins.llm_fallback.SharedRedis`) with the plugin's store.
 
@@ -164,7 +164,7 @@ class _QueuedWrite:
             await self.store.push_bounded(self.key, *self.args, max_len=self.max_len, ttl=self.ttl)
 
 
-class FailsafeBotStore:
+class BotStoreWithLocalFallback:
     """Bot data on Redis; while Redis is away, in memory and queued to be written back (module doc)."""
 
     def __init__(self, redis: RedisBotStore, shared: SharedRedis, local: MemoryBotStore | None = None):

@@ -63,7 +63,7 @@ async def create_llm_model_with_fallback(
     model_settings: ModelSettings | None = None,
     force_provider: ProviderType | None = None,
 ) -> LLMFallbackModel:
-    """A model that fails over between providers; `force_provider` pins one (no fallback)."""
+    """A model that falls back between providers; `force_provider` pins one (no fallback)."""
     return _factory().create(context=context, model_settings=model_settings, force_provider=force_provider)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from luka_bot.core.config import Settings, get_settings
-from luka_bot.services.state_stores import build_failover_store
+from luka_bot.services.state_stores import build_fallback_store
 from plugins.llm_fallback import LLMProviderFallback, StateStore
 
 ProviderType = Literal["ollama", "openai"]
@@ -24,7 +24,7 @@ def create_llm_provider_fallback(settings: Settings, store: StateStore | None = 
     """A new fallback service for these settings, on `store` (default: Redis if configured, else memory)."""
     return LLMProviderFallback(
         settings.provider_specs(),
-        store if store is not None else build_failover_store(settings),
+        store if store is not None else build_fallback_store(settings),
         failure_cooldown=settings.LLM_FAILURE_COOLDOWN,
         preferred_ttl=settings.LLM_PREFERRED_TTL,
         max_cooldown=settings.LLM_MAX_COOLDOWN,

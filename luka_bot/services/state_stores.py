@@ -1,4 +1,4 @@
-"""The process's stores, built from the settings: the failover state and the bot's data.
+"""The process's stores, built from the settings: the fallback state and the bot's data.
 
 Both share one Redis pool and health (`SharedRedis`) when Redis is configured (`REDIS_URL`
 and/or `REDIS_SENTINELS` + `REDIS_SENTINEL_MASTER`), each under its own prefix
@@ -11,12 +11,12 @@ import time
 from dataclasses import dataclass
 
 from luka_bot.core.config import Settings
-from luka_bot.services.bot_store import BotStore, FailsafeBotStore, MemoryBotStore, RedisBotStore
+from luka_bot.services.bot_store import BotStore, BotStoreWithLocalFallback, MemoryBotStore, RedisBotStore
 from plugins.llm_fallback import (
-    FailsafeStore,
     MemoryStateStore,
     RedisOptions,
     RedisStateStore,
+    RedisWithLocalFallback,
     SharedRedis,
     StateStore,
     connect_redis,
@@ -26,8 +26,8 @@ from plugins.llm_fallback.stores import Clock
 
 @dataclass
 class Stores:
-    failover: StateStore
-    """The failover plugin's state (cooldowns, probes, force, alerts); `/llm_clear` wipes it."""
+    fallback: StateStore
+    """The fallback plugin's state (cooldowns, probes, force, alerts); `/llm_clear` wipes it."""
     bot: BotStore
     """Conversations and per-chat switches."""
     shared: SharedRedis | None = None
@@ -42,7 +42,7 @@ class Stores:
         return await self.shared.check() if self.shared else "memory"
 
     async def close(self) -> None:
-        await self.failover.close()
+        await self.fallback.close()
         await self.bot.close()
 
 
@@ -64,25 +64,25 @@ def _shared(settings: Settings, monotonic: Clock) -> SharedRedis | None:
     return SharedRedis(connect_redis(options), retry_interval=settings.REDIS_RETRY_INTERVAL, monotonic=monotonic)
 
 
-def _failover_store(settings: Settings, shared: SharedRedis | None, clock: Clock) -> StateStore:
+def _fallback_store(settings: Settings, shared: SharedRedis | None, clock: Clock) -> StateStore:
     if shared is None:
         return MemoryStateStore(clock)
     prefix, _ = settings.redis_prefixes()
-    return FailsafeStore(RedisStateStore(shared.client, prefix=prefix), MemoryStateStore(clock), shared=shared)
+    return RedisWithLocalFallback(RedisStateStore(shared.client, prefix=prefix), MemoryStateStore(clock), shared=shared)
 
 
 def build_stores(settings: Settings, *, clock: Clock = time.time, monotonic: Clock = time.monotonic) -> Stores:
-    """The failover store and the bot store for these settings, on one shared Redis pool."""
+    """The fallback store and the bot store for these settings, on one shared Redis pool."""
     shared = _shared(settings, monotonic)
-    failover = _failover_store(settings, shared, clock)
+    fallback = _fallback_store(settings, shared, clock)
     if shared is None:
-        return Stores(failover, MemoryBotStore(clock))
+        return Stores(fallback, MemoryBotStore(clock))
     _, bot_prefix = settings.redis_prefixes()
-    bot = FailsafeBotStore(RedisBotStore(RedisStateStore(shared.client, prefix=bot_prefix)), shared,
+    bot = BotStoreWithLocalFallback(RedisBotStore(RedisStateStore(shared.client, prefix=bot_prefix)), shared,
                            MemoryBotStore(clock))
-    return Stores(failover, bot, shared)
+    return Stores(fallback, bot, shared)
 
 
-def build_failover_store(settings: Settings) -> StateStore:
-    """Only the failover store (its own pool): for the seed API's process-wide fallback service."""
-    return _failover_store(settings, _shared(settings, time.monotonic), time.time)
+def build_fallback_store(settings: Settings) -> StateStore:
+    """Only the fallback store (its own pool): for the seed API's process-wide fallback service."""
+    return _fallback_store(settings, _shared(settings, time.monotonic), time.time)

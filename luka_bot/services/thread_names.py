@@ -1,4 +1,4 @@
-"""Thread names from the first message, via the name-generator model (fails over like every call)."""
+"""Thread names from the first message, via the name-generator model (falls back like every call)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@
 from .attempt import answered_by
 from .engine import LLMProviderFallback
 from .errors import AllProvidersFailedError, FailedAttempt, FailureKind, StreamCutError, classify, redact
-from .events import AttemptEvent, Event, FailoverEvent, HealthEvent, HedgeEvent
+from .events import AttemptEvent, Event, FallbackEvent, HealthEvent, HedgeEvent
 from .factory import ModelFactory
 from .hedging import HedgePolicy
 from .loop_lag import LoopLagMonitor
@@ -19,11 +19,11 @@ from .model import LLMFallbackModel
 from .providers import OPENAI_DEFAULT_URL, ProviderSpec, ollama_api_url
 from .setup import set_bot_commands, setup_llm_fallback
 from .stores import (
-    FailsafeStore,
     MemoryStateStore,
     PendingWrite,
     RedisOptions,
     RedisStateStore,
+    RedisWithLocalFallback,
     SharedRedis,
     StateStore,
     build_store,
@@ -36,9 +36,8 @@ __all__ = [
     "AttemptEvent",
     "Event",
     "FailedAttempt",
-    "FailoverEvent",
-    "FailsafeStore",
     "FailureKind",
+    "FallbackEvent",
     "HealthEvent",
     "HedgeEvent",
     "HedgePolicy",
@@ -51,6 +50,7 @@ __all__ = [
     "ProviderSpec",
     "RedisOptions",
     "RedisStateStore",
+    "RedisWithLocalFallback",
     "SharedRedis",
     "StateStore",
     "StreamCutError",

@@ -172,7 +172,7 @@ class ProviderAttempt:
         excused = (isinstance(error, ModelTimeoutError | ModelRequestTimeout | DeadlineExceeded)
                    and self.plan.engine.loop_lag.excuses(self.lag_mark, elapsed))
         if not self._settle():  # already settled: nothing more to record, raise what came
-            return Verdict(FailureKind.UNKNOWN, fail_over=False, cool_down=False)
+            return Verdict(FailureKind.UNKNOWN, fall_back=False, cool_down=False)
         return await self.plan.failed(self.step, error, seconds=elapsed, first_event=self.first_event,
                                       streamed=self.streamed, lag_excused=excused)
 

@@ -298,7 +298,7 @@ class LLMProviderFallback:
         return any(p != provider and not snapshot.cooling(p) for p in self.configured)
 
     async def _strike(self, plan: Plan, step: Step, verdict: Verdict, error: str) -> bool:
-        """A bad reply: that request fails over; `STRIKES_TO_COOL` of them in a window cool the provider."""
+        """A bad reply: that request falls back; `STRIKES_TO_COOL` of them in a window cool the provider."""
         now = self.clock()
         strikes = self._strikes.setdefault(step.provider, deque())
         strikes.append(now)
@@ -402,7 +402,7 @@ class LLMProviderFallback:
         self._spec(provider)
         verdict = classify(error)
         if not verdict.cool_down or verdict.kind is FailureKind.MODEL_MISSING:
-            verdict = Verdict(verdict.kind, fail_over=True, cool_down=True)
+            verdict = Verdict(verdict.kind, fall_back=True, cool_down=True)
         suffix = f" [{context}]" if context else ""
         await self._record_failure(None, None, verdict, self.describe(error) + suffix, provider=provider)
 
@@ -432,7 +432,7 @@ class LLMProviderFallback:
         return until
 
     async def clear_cache(self) -> dict[str, Any]:
-        """Forget everything the failover learned: preferred, force, cooldowns, last errors, alerts.
+        """Forget everything the fallback learned: preferred, force, cooldowns, last errors, alerts.
 
         Returns what was cleared. The store's namespace holds only this plugin's state.
         """

@@ -1,6 +1,6 @@
-"""What a failed attempt means: fail over or not, cool the provider down or not.
+"""What a failed attempt means: fall back or not, cool the provider down or not.
 
-One table, one function (`classify`), used by every attempt the failover model makes.
+One table, one function (`classify`), used by every attempt the fallback model makes.
 The table is the contract in DESIGN.md; `tests/test_classification.py` pins it down.
 """
 
@@ -51,7 +51,7 @@ class Verdict:
     """The decision for one failed attempt."""
 
     kind: FailureKind
-    fail_over: bool
+    fall_back: bool
     """Try the next model / provider with the same request."""
     cool_down: bool
     """Skip this provider (or, for MODEL_MISSING, this model) for a while."""
@@ -61,7 +61,7 @@ class Verdict:
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 """Statuses below 500 that the providers document as retryable (openai-python retries 408, 409,
-429 and 5xx; Ollama answers 5xx for its own failures): they fail over and cool down."""
+429 and 5xx; Ollama answers 5xx for its own failures): they fall back and cool down."""
 
 
 class DeadlineExceeded(Exception):
@@ -82,40 +82,40 @@ def classify(error: BaseException, *, streamed_first_event: bool = False) -> Ver
     """
     if streamed_first_event:
         if isinstance(error, ModelAPIError | DeadlineExceeded):
-            return Verdict(FailureKind.STREAM_CUT, fail_over=False, cool_down=True)
-        return Verdict(FailureKind.UNKNOWN, fail_over=False, cool_down=False)
+            return Verdict(FailureKind.STREAM_CUT, fall_back=False, cool_down=True)
+        return Verdict(FailureKind.UNKNOWN, fall_back=False, cool_down=False)
     if isinstance(error, ContentFilterError) or _is_content_filter(error):
-        return Verdict(FailureKind.REFUSED, fail_over=False, cool_down=False)
+        return Verdict(FailureKind.REFUSED, fall_back=False, cool_down=False)
     if isinstance(error, ModelNotFoundError):
-        return Verdict(FailureKind.MODEL_MISSING, fail_over=True, cool_down=True)
+        return Verdict(FailureKind.MODEL_MISSING, fall_back=True, cool_down=True)
     if isinstance(error, ModelAuthenticationError):
-        return Verdict(FailureKind.AUTH, fail_over=True, cool_down=True)
+        return Verdict(FailureKind.AUTH, fall_back=True, cool_down=True)
     if isinstance(error, ModelRateLimitError):
-        return Verdict(FailureKind.RATE_LIMITED, fail_over=True, cool_down=True, retry_after=error.retry_after)
+        return Verdict(FailureKind.RATE_LIMITED, fall_back=True, cool_down=True, retry_after=error.retry_after)
     if isinstance(error, ModelRequestRejectedError):
-        return Verdict(FailureKind.REQUEST, fail_over=False, cool_down=False)
+        return Verdict(FailureKind.REQUEST, fall_back=False, cool_down=False)
     if isinstance(error, EmptyReply):
-        return Verdict(FailureKind.EMPTY, fail_over=True, cool_down=False)
+        return Verdict(FailureKind.EMPTY, fall_back=True, cool_down=False)
     if isinstance(error, ModelTimeoutError | ModelRequestTimeout | DeadlineExceeded):
-        return Verdict(FailureKind.TIMEOUT, fail_over=True, cool_down=True)
+        return Verdict(FailureKind.TIMEOUT, fall_back=True, cool_down=True)
     if isinstance(error, ModelConnectionError):
-        return Verdict(FailureKind.CONNECTION, fail_over=True, cool_down=True)
+        return Verdict(FailureKind.CONNECTION, fall_back=True, cool_down=True)
     if isinstance(error, ModelServerError | ModelUnavailableError | ModelQuotaExceededError):
-        return Verdict(FailureKind.SERVER, fail_over=True, cool_down=True)
+        return Verdict(FailureKind.SERVER, fall_back=True, cool_down=True)
     if isinstance(error, ModelHTTPError):
         if error.status_code == 408:
-            return Verdict(FailureKind.TIMEOUT, fail_over=True, cool_down=True)
+            return Verdict(FailureKind.TIMEOUT, fall_back=True, cool_down=True)
         if error.status_code in RETRYABLE_STATUS or error.status_code >= 500:
-            return Verdict(FailureKind.SERVER, fail_over=True, cool_down=True)
-        return Verdict(FailureKind.REQUEST, fail_over=False, cool_down=False)
+            return Verdict(FailureKind.SERVER, fall_back=True, cool_down=True)
+        return Verdict(FailureKind.REQUEST, fall_back=False, cool_down=False)
     if isinstance(error, ModelAPIError):
         # Uncategorised provider errors; pydantic-ai reports an undecodable body this way.
         kind = FailureKind.MALFORMED if "decode" in str(error).lower() else FailureKind.SERVER
-        return Verdict(kind, fail_over=True, cool_down=True)
+        return Verdict(kind, fall_back=True, cool_down=True)
     if isinstance(error, UnexpectedModelBehavior):
-        return Verdict(FailureKind.MALFORMED, fail_over=True, cool_down=True)
+        return Verdict(FailureKind.MALFORMED, fall_back=True, cool_down=True)
     # Anything else is not a provider's answer (a bug, a tool's error): surface it, blame nobody.
-    return Verdict(FailureKind.UNKNOWN, fail_over=False, cool_down=False)
+    return Verdict(FailureKind.UNKNOWN, fall_back=False, cool_down=False)
 
 
 def _is_content_filter(error: BaseException) -> bool:
@@ -207,7 +207,7 @@ class AllProvidersFailedError(RuntimeError):
 class StreamCutError(RuntimeError):
     """A streamed answer broke off after its first event (cut, or ended without a finish reason).
 
-    Half an answer was already handed out, so the model cannot fail over by itself: the provider
+    Half an answer was already handed out, so the model cannot fall back by itself: the provider
     is recorded as failed (it cools down) and this is raised. A caller that has shown nothing
     final yet (a draft) may restart the whole request: the next plan skips the failed provider.
     """

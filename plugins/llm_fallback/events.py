@@ -1,4 +1,4 @@
-"""What the failover engine tells its listeners (admin alerts, metrics).
+"""What the fallback engine tells its listeners (admin alerts, metrics).
 
 `LLMProviderFallback.add_listener(fn)`: `fn(event)` (sync or async) is called for every event
 below. Listeners must be cheap and must never raise into an LLM call (the engine logs and
@@ -51,7 +51,7 @@ class AttemptEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class FailoverEvent:
+class FallbackEvent:
     """A request that `from_provider` could not serve was served by `to_provider`."""
 
     from_provider: str
@@ -67,5 +67,5 @@ class HedgeEvent:
     delay: float
 
 
-Event = HealthEvent | AttemptEvent | FailoverEvent | HedgeEvent
+Event = HealthEvent | AttemptEvent | FallbackEvent | HedgeEvent
 Listener = Callable[[Event], Awaitable[None] | None]

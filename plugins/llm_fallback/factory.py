@@ -24,5 +24,5 @@ class ModelFactory:
         model_settings: ModelSettings | None = None,
         force_provider: str | None = None,
     ) -> LLMFallbackModel:
-        """A model that fails over between providers; `force_provider` pins one (no other provider is tried)."""
+        """A model that falls back between providers; `force_provider` pins one (no other provider is tried)."""
         return LLMFallbackModel(self.fallback, pinned=force_provider, settings=model_settings, context=context)

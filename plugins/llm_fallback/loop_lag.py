@@ -7,7 +7,7 @@ loop could not run anything during the attempt (the late wake-up in progress inc
 The rule (`excuses`): a timeout is the provider's fault only if the loop was responsive for
 most of the attempt. When the lag during the attempt reaches `EXCUSE_FRACTION` of its
 duration, the timeout may well have fired because our own callbacks could not run (a burst
-of users on one core): the request still fails over, but no cooldown is recorded.
+of users on one core): the request still falls back, but no cooldown is recorded.
 """
 
 from __future__ import annotations

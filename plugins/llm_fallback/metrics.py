@@ -1,4 +1,4 @@
-"""Prometheus metrics of the failover engine (needs the optional `prometheus-client`).
+"""Prometheus metrics of the fallback engine (needs the optional `prometheus-client`).
 
 `FallbackMetrics(fallback, registry)` registers itself as an engine listener and counts what
 the engine reports (`events.py`); `await metrics.refresh()` reads the shared provider state
@@ -9,7 +9,7 @@ in the `CollectorRegistry` you pass (one per app), never in prometheus-client's 
 |---|---|---|
 | `llm_attempts_total` | provider, model, outcome | `AttemptEvent` |
 | `llm_attempt_seconds` (histogram) | provider, phase=`first_event`/`total` | `AttemptEvent` |
-| `llm_failovers_total` | from_provider, to_provider | `FailoverEvent` |
+| `llm_failovers_total` | from_provider, to_provider | `FallbackEvent` |
 | `llm_hedges_total` | provider (the slow one) | `HedgeEvent` |
 | `llm_all_failed_total` | — | `HealthEvent("all_failed")` |
 | `llm_provider_state` | provider, state=`healthy`/`cooling`/`half_open`/`forced` | `refresh()` |
@@ -23,7 +23,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .engine import LLMProviderFallback
-from .events import AttemptEvent, Event, FailoverEvent, HealthEvent, HedgeEvent
+from .events import AttemptEvent, Event, FallbackEvent, HealthEvent, HedgeEvent
 
 STATES = ("healthy", "cooling", "half_open", "forced")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -42,7 +42,7 @@ class FallbackMetrics:
         self.attempt_seconds = Histogram("llm_attempt_seconds", "LLM attempt latency: to the first event "
                                          "(phase=first_event) and to the end (phase=total)",
                                          ["provider", "phase"], buckets=LATENCY_BUCKETS, registry=r)
-        self.failovers = Counter("llm_failovers", "Requests one provider could not serve and another did",
+        self.fallbacks = Counter("llm_failovers", "Requests one provider could not serve and another did",
                                  ["from_provider", "to_provider"], registry=r)
         self.hedges = Counter("llm_hedges", "Hedges fired: the provider had no first event within the delay",
                               ["provider"], registry=r)
@@ -65,8 +65,8 @@ class FallbackMetrics:
                 self.attempt_seconds.labels(event.provider, "total").observe(event.seconds)
                 if event.first_event_seconds is not None:
                     self.attempt_seconds.labels(event.provider, "first_event").observe(event.first_event_seconds)
-            case FailoverEvent():
-                self.failovers.labels(event.from_provider, event.to_provider).inc()
+            case FallbackEvent():
+                self.fallbacks.labels(event.from_provider, event.to_provider).inc()
             case HedgeEvent():
                 self.hedges.labels(event.provider).inc()
             case HealthEvent(kind="all_failed"):

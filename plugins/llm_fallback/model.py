@@ -40,7 +40,7 @@ T = TypeVar("T")
 
 
 class LLMFallbackModel(FallbackModel):
-    """A pydantic-ai `Model` that fails over between providers with shared, remembered health."""
+    """A pydantic-ai `Model` that falls back between providers with shared, remembered health."""
 
     def __init__(
         self,
@@ -148,7 +148,7 @@ class LLMFallbackModel(FallbackModel):
                 raise
             except Exception as error:
                 verdict = await attempt.failed(error)
-                if not verdict.fail_over:
+                if not verdict.fall_back:
                     raise
         raise await self.engine.all_failed(plan)
 
@@ -199,7 +199,7 @@ class LLMFallbackModel(FallbackModel):
                         await stop_others(task, "hedge_lost")
                         return task.result()
                     verdict = await attempt.failed(error)
-                    if not verdict.fail_over:
+                    if not verdict.fall_back:
                         await stop_others(None, "cancelled")
                         raise error
                 if not running and not await launch():

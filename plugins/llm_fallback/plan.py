@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import FailedAttempt, FailureKind, Verdict, classify
-from .events import AttemptEvent, FailoverEvent
+from .events import AttemptEvent, FallbackEvent
 from .routing import Candidate, ModelStep, last_resort
 from .state import Snapshot
 
@@ -129,7 +129,7 @@ class Plan:
         self.engine._emit_now(AttemptEvent(step.provider, step.model.name, "ok", seconds, first_event, streamed))
         if self._failed_providers and step.provider != self._failed_providers[0]:
             logger.warning("⚠️ Primary provider failed, using fallback: %s", step.provider)
-            self.engine._emit_now(FailoverEvent(self._failed_providers[0], step.provider))
+            self.engine._emit_now(FallbackEvent(self._failed_providers[0], step.provider))
 
     async def failed(self, step: Step, error: BaseException, *, seconds: float, first_event: float | None = None,
                      streamed: bool = False, lag_excused: bool = False) -> Verdict:
@@ -138,7 +138,7 @@ class Plan:
         description = self.engine.describe(error)
         blamed = verdict.cool_down and not lag_excused
         if lag_excused and verdict.cool_down:
-            logger.warning("⏱️ %s/%s timed out while this process's event loop lagged: failing over, no cooldown",
+            logger.warning("⏱️ %s/%s timed out while this process's event loop lagged: falling back, no cooldown",
                            step.provider, step.model.name)
         if verdict.kind is FailureKind.EMPTY:
             blamed = await self.engine._strike(self, step, verdict, description)
@@ -146,7 +146,7 @@ class Plan:
             await self.engine._record_failure(self, step, verdict, description)
         else:
             await self.engine._release(self, step, provider_too=verdict.kind is not FailureKind.MODEL_MISSING)
-        if verdict.fail_over or verdict.kind is FailureKind.STREAM_CUT:
+        if verdict.fall_back or verdict.kind is FailureKind.STREAM_CUT:
             self.failures.append(FailedAttempt(step.provider, step.model.name, verdict.kind, description))
             if verdict.kind is not FailureKind.MODEL_MISSING and step.provider not in self._failed_providers:
                 self._failed_providers.append(step.provider)

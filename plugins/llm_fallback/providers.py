@@ -2,7 +2,7 @@
 
 Every provider speaks the OpenAI chat-completions protocol (Ollama through its `/v1` API).
 Each gets one `AsyncOpenAI` client, so one HTTP connection pool shared by all its models and
-requests, with SDK retries off (failover is our retry) and a short connect timeout (a dead
+requests, with SDK retries off (fallback is our retry) and a short connect timeout (a dead
 host is noticed in seconds while a slow generation still has the full read timeout).
 """
 
@@ -38,7 +38,7 @@ def ollama_api_url(url: str) -> str:
 
 @dataclass(frozen=True)
 class ProviderSpec:
-    """One provider in the failover order."""
+    """One provider in the fallback order."""
 
     name: str
     kind: ProviderKind

@@ -1,4 +1,4 @@
-"""What is stored, under which key: the shared failover state and how it is read.
+"""What is stored, under which key: the shared fallback state and how it is read.
 
 Keys (all under the store's namespace, e.g. `llm:<bot_id>:`):
 

@@ -6,7 +6,7 @@
         cluster.wait_for_new_master()         # -> (host, port) of the promoted master
 
 Sentinels run ``redis-server <conf> --sentinel`` with a generated config in a temp dir
-(down-after 500 ms, failover-timeout 2 s), so a failover completes in ~2–4 s.
+(down-after 500 ms, failover-timeout 2 s), so a Sentinel failover completes in ~2–4 s.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class SentinelCluster:
     def wait_for_new_master(self, timeout: float = 20) -> tuple[str, int]:
         """Wait until the sentinels name a master other than the first one (the replica, promoted)."""
         old = (HOST, self.master.port)
-        self._wait(lambda: self.master_address() != old, timeout, "no failover happened")
+        self._wait(lambda: self.master_address() != old, timeout, "no Sentinel failover happened")
         return self.master_address()
 
     @staticmethod

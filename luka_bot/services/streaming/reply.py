@@ -1,7 +1,7 @@
 """One streamed reply: run the agent into a preview, restart after a cut, stop on request.
 
 Restart rule: a stream that breaks off after its first token (`StreamCutError`, raised by the
-failover model, which has already recorded the provider as failed) is run again from the
+fallback model, which has already recorded the provider as failed) is run again from the
 start — same prompt, same history — so the next plan goes to the next provider, and the
 preview starts over. Only when no tool with side effects ran during that attempt (running
 it twice could act twice; see `agent_factory.tool_has_side_effects`), and at most `attempts`

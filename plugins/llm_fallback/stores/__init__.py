@@ -5,7 +5,7 @@ One small interface, `StateStore`, with three implementations:
 - `MemoryStateStore`: the embedded default when no Redis is configured (one process);
 - `RedisStateStore`: keys under a prefix (matched literally, also in SCAN), TTLs in ms, every
   write one atomic command or script, short socket timeouts so a hung Redis never stalls a chat;
-- `FailsafeStore`: Redis first; while Redis does not answer it serves from process memory.
+- `RedisWithLocalFallback`: Redis first; while Redis does not answer it serves from process memory.
 
 All stores of a process share one `SharedRedis` (`shared.py`): one bounded connection pool that
 callers wait for (`RedisOptions.max_connections`; plain URL, `rediss://` or Sentinel), one
@@ -14,11 +14,11 @@ that wait for Redis to return.
 
 What happens to writes made while Redis is away — exactly:
 
-- the failover engine's state learned meanwhile (cooldowns, probe leases, last errors, the
+- the fallback engine's state learned meanwhile (cooldowns, probe leases, last errors, the
   preferred provider, a force) stays in process memory and is **forgotten** when Redis returns:
   Redis, shared with the other processes, is the truth again. Writing it back could overwrite
   fresher state another process recorded meanwhile; the cost of forgetting is at most one more
-  request to a provider that is still down, which fails over as usual. A force set during an
+  request to a provider that is still down, which falls back as usual. A force set during an
   outage therefore ends when Redis returns (set it again);
 - deletions meanwhile (`/llm_clear`, a cleared cooldown, a released probe) are written back as
   compare-and-delete of the value this process last saw in Redis: they remove what the admin
@@ -34,7 +34,7 @@ from __future__ import annotations
 import time
 
 from .base import STORE_ERRORS, Clock, StateStore
-from .failsafe import FailsafeStore
+from .local_fallback import RedisWithLocalFallback
 from .memory import MemoryStateStore
 from .redis import RedisOptions, RedisStateStore, connect_redis, escape_glob
 from .shared import PendingWrite, SharedRedis
@@ -42,11 +42,11 @@ from .shared import PendingWrite, SharedRedis
 __all__ = [
     "STORE_ERRORS",
     "Clock",
-    "FailsafeStore",
     "MemoryStateStore",
     "PendingWrite",
     "RedisOptions",
     "RedisStateStore",
+    "RedisWithLocalFallback",
     "SharedRedis",
     "StateStore",
     "build_store",
@@ -57,7 +57,7 @@ __all__ = [
 
 def build_store(redis: str | RedisOptions | SharedRedis | None, *, prefix: str = "llm:",
                 clock: Clock = time.time) -> StateStore:
-    """The store for a deployment: failsafe Redis when Redis is configured, else process memory.
+    """The store for a deployment: local_fallback Redis when Redis is configured, else process memory.
 
     `redis` is a URL, `RedisOptions`, or a `SharedRedis` to share with the process's other stores.
     """
@@ -67,4 +67,4 @@ def build_store(redis: str | RedisOptions | SharedRedis | None, *, prefix: str =
         redis = SharedRedis(connect_redis(redis)) if redis.configured else None
     if redis is None:
         return MemoryStateStore(clock)
-    return FailsafeStore(RedisStateStore(redis.client, prefix=prefix), MemoryStateStore(clock), shared=redis)
+    return RedisWithLocalFallback(RedisStateStore(redis.client, prefix=prefix), MemoryStateStore(clock), shared=redis)

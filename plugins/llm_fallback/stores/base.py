@@ -11,11 +11,11 @@ from redis.exceptions import RedisError
 Clock = Callable[[], float]
 
 STORE_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
-"""What a store raises when Redis does not answer (`FailsafeStore` serves locally instead)."""
+"""What a store raises when Redis does not answer (`RedisWithLocalFallback` serves locally instead)."""
 
 
 class StateStore(Protocol):
-    """Key/value state with expiry: what the failover engine keeps, and nothing else."""
+    """Key/value state with expiry: what the fallback engine keeps, and nothing else."""
 
     @property
     def kind(self) -> str:

@@ -43,7 +43,7 @@ class RedisOptions:
 
 
 def connect_redis(options: RedisOptions) -> Redis:
-    """A client on one bounded pool; no client-side retries (the failsafe store decides what to do)."""
+    """A client on one bounded pool; no client-side retries (the local_fallback store decides what to do)."""
     common: dict[str, Any] = {
         "decode_responses": True,
         "socket_timeout": options.socket_timeout,
@@ -110,7 +110,7 @@ class RedisStateStore:
     """Shared store on Redis: keys under `prefix`, TTLs in ms, atomic writes, no client retries.
 
     A failed command raises `redis.exceptions.RedisError` / `OSError` at once (no retry loop,
-    short timeouts); `FailsafeStore` decides what to do about it.
+    short timeouts); `RedisWithLocalFallback` decides what to do about it.
     """
 
     kind = "redis"

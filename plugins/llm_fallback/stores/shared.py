@@ -1,6 +1,6 @@
 """One Redis for the whole process: its pool, whether it answers, and what waits to be written back.
 
-Every store of a process (the plugin's failover state, the bot's conversations) goes through
+Every store of a process (the plugin's fallback state, the bot's conversations) goes through
 one `SharedRedis`:
 
 - a gate of `max_connections` slots in front of the pool: callers wait their turn (a burst

@@ -27,7 +27,7 @@ class _CompareAndDelete:
             await self.redis.delete_if_equal(key, value)
 
 
-class FailsafeStore:
+class RedisWithLocalFallback:
     """Redis, with process memory standing in while Redis does not answer (see `stores` docs).
 
     While Redis is away, what the engine learns (cooldowns, probes, last errors) lives in process
