@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import FakeLLMProcess, fmt, percentile, rnd
+from _common import FakeLLMProcess, RedisProcess, fmt, percentile, rnd
 from aiogram import Bot, Dispatcher, Router
 from aiogram.client.session.base import BaseSession
 from aiogram.types import Message, Update
@@ -63,7 +63,6 @@ from plugins.llm_fallback import (
     RedisStateStore,
     setup_llm_fallback,
 )
-from tests.fakes.redis_server import RedisServer
 
 ARMS = ("direct", "memory", "redis")
 
@@ -139,7 +138,7 @@ async def _model_worker(primary_url: str, fallback_url: str, redis_url: str, pre
     mget = []
     for _ in range(200):
         t0 = time.perf_counter()
-        await redis_store.get_many(redis_engine._state_keys)
+        await redis_store.get_many(redis_engine._keys.keys)
         mget.append(time.perf_counter() - t0)
     store_kind = redis_store.kind
     await memory_engine.aclose()
@@ -319,7 +318,7 @@ def planned_runs(args: argparse.Namespace) -> list[tuple[float, int, int, int]]:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    redis = RedisServer().start()
+    redis = RedisProcess().start()
     primary = FakeLLMProcess("primary")
     fallback = FakeLLMProcess("fallback")
     try:
