@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import FakeLLMProcess, RedisProcess, fmt
+from _common import exit_on_sigterm, FakeLLMProcess, RedisProcess, fmt
 
 TOKEN = "424242:BENCH-token-not-a-real-one"
 OPENAI_KEY = "sk-bench-not-a-secret"
@@ -313,8 +313,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         fallback.stop()
         redis.stop()
         log_file.close()
-    log_lines = sum(1 for _ in open(log_file.name, encoding="utf-8"))
-    os.unlink(log_file.name)
+    with open(log_file.name, encoding="utf-8") as log:
+        log_lines = sum(1 for _ in log)
+    if args.log_out is not None:
+        os.replace(log_file.name, args.log_out)
+    else:
+        os.unlink(log_file.name)
     return {"samples": samples, "stream": stream, "stores": store_kinds, "profile": profile_text,
             "log_lines": log_lines, "settings_streaming": getattr(settings, "STREAMING", None)}
 
@@ -328,6 +332,7 @@ def summarize(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
     return {
         "messages_per_arm": args.messages,
         "streamed_chat_call": result["stream"],
+        "bot_streaming_setting": result["settings_streaming"],
         "stores": result["stores"],
         "cpu_ms_median": {k: round(v, 3) for k, v in med.items()},
         "wall_ms_median": {k: round(v, 3) for k, v in wall.items()},
@@ -349,7 +354,8 @@ def summarize(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
 def print_report(s: dict[str, Any]) -> None:
     med, wall = s["cpu_ms_median"], s["wall_ms_median"]
     print(f"\n### Cost of one message ({s['messages_per_arm']} messages per arm, interleaved; chat call "
-          f"{'streamed' if s['streamed_chat_call'] else 'not streamed'}; stores: {s['stores']}; "
+          f"{'streamed' if s['streamed_chat_call'] else 'not streamed'} in arms (a)/(b); the bot's STREAMING "
+          f"setting: {s['bot_streaming_setting'] or 'none (this bot version does not stream)'}; stores: {s['stores']}; "
           f"load average {', '.join(f'{x:.1f}' for x in s['machine']['loadavg'])})\n")
     print("| arm | CPU ms / message (median) | wall ms (median) |")
     print("|---|---:|---:|")
@@ -384,10 +390,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--callers", nargs="*", default=[], help="profile: also list the callers of these")
     parser.add_argument("--pin-telegram-responses", action="store_true",
                         help="emulate a proposed fix: keep aiogram's Response[T] models alive (see pin_telegram_responses)")
+    parser.add_argument("--log-out", type=Path, help="keep the bot's log here")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.messages < 5:
         parser.error("need --messages >= 5")
+    exit_on_sigterm()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     result = asyncio.run(run(args))
     summary = summarize(result, args)

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import FakeLLMProcess, RedisProcess, fmt, percentile, rnd
+from _common import FakeLLMProcess, RedisProcess, exit_on_sigterm, fmt, percentile, rnd
 from aiogram import Bot, Dispatcher, Router
 from aiogram.client.session.base import BaseSession
 from aiogram.types import Message, Update
@@ -362,6 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     gc.collect()
+    exit_on_sigterm()
     result = asyncio.run(main_async(args))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
