@@ -187,7 +187,7 @@ class Arms:
 
 
 def pin_telegram_responses(bot: Any) -> None:
-    """Emulates a proposed fix (``--pin-telegram-responses``): keep aiogram's ``Response[T]`` classes alive.
+    """Emulates a proposed fix (``--emulate-fix pin-responses``): keep aiogram's ``Response[T]`` classes alive.
 
     aiogram's ``check_response`` builds ``Response[method.__returning__]`` for every API call;
     pydantic caches parametrized generic models in a ``WeakValueDictionary``, so once the garbage
@@ -207,6 +207,45 @@ def pin_telegram_responses(bot: Any) -> None:
             return await make_request(bot, method)
 
     bot.session.middleware(PinResponseModels())
+
+
+class _ModelBound:
+    """An agent built once, run with a per-message model (``Agent.run(..., model=...)``)."""
+
+    def __init__(self, agent: Any, model: Any):
+        self.agent, self.model = agent, model
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.agent, name)
+        if name in ("run", "run_stream", "run_stream_events", "iter"):
+            return lambda *args, **kwargs: method(*args, model=self.model, **kwargs)
+        return method
+
+
+def reuse_agents() -> None:
+    """Emulates a proposed fix (``--emulate-fix reuse-agents``): the chat and thread-name agents are
+    built once per process and given the message's fallback model at run time, instead of a new
+    ``Agent`` (tool schemas and all) per message. Patches the two call sites' module globals."""
+    from pydantic_ai import Agent
+
+    import luka_bot.handlers.chat as chat_module
+    import luka_bot.services.thread_names as names_module
+    from luka_bot.services.agent_factory import SYSTEM_PROMPT, calculate, current_datetime
+
+    chat_agent = Agent(None, instructions=SYSTEM_PROMPT, tools=[current_datetime, calculate], name="luka")
+    name_agents: dict[str, Any] = {}
+
+    async def create_agent(user_id: int, models: Any = None) -> Any:
+        return _ModelBound(chat_agent, models.create(context=f"chat:{user_id}"))
+
+    def name_agent(model: Any, *, instructions: str) -> Any:
+        agent = name_agents.get(instructions)
+        if agent is None:
+            agent = name_agents[instructions] = Agent(None, instructions=instructions)
+        return _ModelBound(agent, model)
+
+    chat_module.create_static_agent_with_basic_tools = create_agent
+    names_module.Agent = name_agent
 
 
 async def cpu_ms(work: Callable[[], Awaitable[None]]) -> tuple[float, float]:
@@ -281,8 +320,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if isinstance(handler, logging.StreamHandler):
                 handler.setStream(log_file)  # the bot's log lines, formatted and written as in production
         app = build_app(settings)
-        if args.pin_telegram_responses:
+        if "pin-responses" in args.emulate_fix:
             pin_telegram_responses(app.bot)
+        if "reuse-agents" in args.emulate_fix:
+            reuse_agents()
         arms = Arms(app, stream)
         for i in range(args.warmup):  # imports, connection pools, caches, .mo files
             for arm in ARMS:
@@ -344,7 +385,7 @@ def summarize(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
         "b_plus_c_over_a": round((b + c) / a, 3),
         "goal_b_plus_c_le_half_a": (b + c) <= 0.5 * a,
         "build_two_agents_cpu_ms": round(statistics.median(result["samples"]["build_agents"]["cpu"]), 3),
-        "pin_telegram_responses": args.pin_telegram_responses,
+        "emulated_fixes": args.emulate_fix,
         "log_lines_per_message": round(result["log_lines"] / (3 * args.warmup + args.messages * 3 + args.profile), 2),
         "samples_cpu_ms": {arm: [round(x, 3) for x in result["samples"][arm]["cpu"]] for arm in ARMS},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg": os.getloadavg()},
@@ -372,7 +413,7 @@ def print_report(s: dict[str, Any]) -> None:
     print(f"\n(b)+(c) = {s['b_plus_c_over_a']:.2f} × (a); goal ≤ 0.50 × (a): {verdict}. "
           f"Log lines per message (all arms): {s['log_lines_per_message']}. Of (c): building the chat and "
           f"name agents (the bot does per message) {s['build_two_agents_cpu_ms']:.2f} ms. "
-          f"Emulated fix --pin-telegram-responses: {'on' if s['pin_telegram_responses'] else 'off'}.")
+          f"Emulated fixes: {', '.join(s['emulated_fixes']) or 'none'}.")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -388,8 +429,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="cprofile: CPU time, top entries; pyinstrument: sampled call tree (wall time)")
     parser.add_argument("--top", type=int, default=25, help="entries per profile listing")
     parser.add_argument("--callers", nargs="*", default=[], help="profile: also list the callers of these")
-    parser.add_argument("--pin-telegram-responses", action="store_true",
-                        help="emulate a proposed fix: keep aiogram's Response[T] models alive (see pin_telegram_responses)")
+    parser.add_argument("--emulate-fix", nargs="*", default=[], choices=("pin-responses", "reuse-agents"),
+                        help="emulate proposed fixes in the bot: keep aiogram's Response[T] models alive; "
+                             "build the chat/name agents once (see pin_telegram_responses, reuse_agents)")
     parser.add_argument("--log-out", type=Path, help="keep the bot's log here")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
