@@ -710,7 +710,8 @@ def plot(all_summaries: dict[str, dict[str, dict[str, Any]]], path: Path, args: 
                         transform=ax.transAxes)
                 continue
             data = summary["plot"]
-            ax.axvspan(data["t_out"], data["t_rec"], color="grey", alpha=0.18, lw=0)
+            if kind != "none":
+                ax.axvspan(data["t_out"], data["t_rec"], color="grey", alpha=0.18, lw=0)
             for served, colour in colours.items():
                 xs = [p[0] for p in data["points"] if p[2] == served]
                 ys = [max(p[1], 0.5) for p in data["points"] if p[2] == served]
