@@ -14,9 +14,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-import sys
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path

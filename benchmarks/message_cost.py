@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import exit_on_sigterm, FakeLLMProcess, RedisProcess, fmt
+from _common import FakeLLMProcess, RedisProcess, exit_on_sigterm, fmt
 
 TOKEN = "424242:BENCH-token-not-a-real-one"
 OPENAI_KEY = "sk-bench-not-a-secret"
@@ -106,11 +106,11 @@ def build_settings(telegram_url: str, redis_url: str, primary: FakeLLMProcess, f
                    streaming: bool | None) -> Any:
     from luka_bot.core.config import Settings
 
-    values: dict[str, Any] = dict(
-        BOT_TOKEN=TOKEN, TELEGRAM_API_URL=telegram_url, REDIS_URL=redis_url, OLLAMA_URL=primary.url,
-        OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL=fallback.v1_url,
-        AVAILABLE_PROVIDERS={"ollama": ["m1"], "openai": ["g1"]}, LOG_LEVEL="INFO",
-    )
+    values: dict[str, Any] = {
+        "BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": telegram_url, "REDIS_URL": redis_url, "OLLAMA_URL": primary.url,
+        "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": fallback.v1_url,
+        "AVAILABLE_PROVIDERS": {"ollama": ["m1"], "openai": ["g1"]}, "LOG_LEVEL": "INFO",
+    }
     if streaming is not None and "STREAMING" in Settings.model_fields:
         values["STREAMING"] = "on" if streaming else "off"
     return Settings(_env_file=None, **values)
@@ -261,7 +261,7 @@ async def measure(arms: Arms, messages: int) -> dict[str, dict[str, list[float]]
         text = TEXTS[i % len(TEXTS)]
         for step in range(len(ARMS)):
             arm = ARMS[(i + step) % len(ARMS)]
-            cpu, wall = await cpu_ms(lambda: getattr(arms, arm)(text))
+            cpu, wall = await cpu_ms(lambda arm=arm, text=text: getattr(arms, arm)(text))
             samples[arm]["cpu"].append(cpu)
             samples[arm]["wall"].append(wall)
     return samples
@@ -354,14 +354,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         fallback.stop()
         redis.stop()
         log_file.close()
-    with open(log_file.name, encoding="utf-8") as log:
-        log_lines = sum(1 for _ in log)
+    log_lines = _count_lines(log_file.name)
     if args.log_out is not None:
         os.replace(log_file.name, args.log_out)
     else:
         os.unlink(log_file.name)
     return {"samples": samples, "stream": stream, "stores": store_kinds, "profile": profile_text,
             "log_lines": log_lines, "settings_streaming": getattr(settings, "STREAMING", None)}
+
+
+def _count_lines(path: str) -> int:
+    with open(path, encoding="utf-8") as lines:
+        return sum(1 for _ in lines)
 
 
 def summarize(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:

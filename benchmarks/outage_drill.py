@@ -80,7 +80,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import exit_on_sigterm, RedisProcess, fmt, percentile, rnd
+from _common import RedisProcess, exit_on_sigterm, fmt, percentile, rnd
 
 from tests.fakes.fake_llm import FakeLLM
 
@@ -266,14 +266,13 @@ async def _build(strategy: str, cfg: dict[str, Any], attempts: list[float],
     from pydantic import SecretStr
 
     from plugins.llm_fallback import (
-        LLMFallbackModel,
         FailsafeStore,
+        LLMFallbackModel,
         LLMProviderFallback,
         MemoryStateStore,
         ProviderSpec,
         RedisStateStore,
     )
-
     from plugins.llm_fallback.events import HedgeEvent
 
     store = (FailsafeStore(RedisStateStore.from_url(cfg["redis_url"], prefix=cfg["redis_prefix"]))

@@ -55,8 +55,8 @@ from pydantic_ai import ModelRequest
 from pydantic_ai.direct import model_request
 
 from plugins.llm_fallback import (
-    LLMFallbackModel,
     FailsafeStore,
+    LLMFallbackModel,
     LLMProviderFallback,
     MemoryStateStore,
     ProviderSpec,
