@@ -1,7 +1,8 @@
-"""Helpers shared by the benchmarks: repo path, percentiles, fake LLM servers in subprocesses.
+"""Helpers shared by the benchmarks: repo path, percentiles, fake LLM servers and redis-server in subprocesses.
 
-Everything runs on 127.0.0.1. The fake providers are `tests/fakes/fake_llm.py`; the Redis
-server is `tests/fakes/redis_server.py` (both need the `dev` extra: pytest, aiohttp).
+Everything runs on 127.0.0.1. The fake providers are `tests/fakes/fake_llm.py` (aiohttp, a
+dependency of aiogram); the Redis server is a plain ``redis-server`` subprocess started here, so
+the benchmarks need only ``pip install -e '.[bench]'`` (no pytest).
 """
 
 from __future__ import annotations
@@ -9,8 +10,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +27,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm: no download at import
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM runs the `finally` blocks (fakes, redis-server and client processes are stopped)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -82,3 +93,50 @@ class FakeLLMProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+class RedisProcess:
+    """A throw-away ``redis-server`` on a free 127.0.0.1 port, without persistence."""
+
+    def __init__(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._dir = tempfile.TemporaryDirectory(prefix="bench-redis-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("redis-server") is not None
+
+    def start(self) -> RedisProcess:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self._dir.name, "--daemonize", "no"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._dir.cleanup()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Outage drill: the same request stream against each failover strategy, through a scripted outage.
+"""Outage drill: the same request stream against each fallback strategy, through a scripted outage.
 
 Two fake OpenAI-compatible providers on 127.0.0.1 (``tests/fakes/fake_llm.py``, served from this
 parent process), a timeline ``healthy → primary outage → primary recovered``, and R requests
@@ -12,13 +12,28 @@ spawn) so the fakes and the load never share an event loop:
 - ``litellm``           LiteLLM ``Router`` with ``fallbacks``, ``allowed_fails=0`` (cool down at the
                         first failure, as this project does), ``cooldown_time=--cooldown``, ``num_retries=0``;
 - ``luka-memory``       this project: ``LLMFallbackModel`` over ``LLMProviderFallback`` + ``MemoryStateStore``;
-- ``luka-redis-2proc``  this project with ``FailsafeStore(RedisStateStore)`` on a local redis-server,
-                        the load split over 2 processes (each its own engine) sharing it.
+- ``luka-redis-2proc``  this project with ``RedisWithLocalFallback(RedisStateStore)`` on a local redis-server,
+                        the load split over 2 processes (each its own engine) sharing it;
+- ``luka-hedge``        ``luka-memory`` with ``hedge_delay=--hedge-delay`` (default 0.5 s): a primary
+                        without a first token after the delay gets the fallback started beside it;
+- ``luka-hedge-auto``   ``luka-memory`` with ``hedge_delay="auto"`` (warmed with 30 requests, so the
+                        delay has learned the primary's time to first token, as a running bot has).
 
-Every strategy uses the same client timeouts: connect 1 s, read ``--timeout`` (default 2 s).
+Every strategy uses the same client timeouts: connect 1 s, read ``--timeout`` (default 2 s; for
+``slow`` --slow-s + 2 s, so the slow primary answers within it). Requests are streamed
+(``model_request_stream``; LiteLLM ``stream=True``) unless ``--no-stream``: the time to the
+first streamed event is the time to first token (TTFT).
 
 Outage kinds: ``refuse`` (the primary's port is closed: ``FakeLLM.stop()``, then ``start()`` on the
-same port), ``hang`` (accepts, never answers), ``http500``, ``http429`` (``Retry-After: --cooldown``).
+same port), ``hang`` (accepts, never answers), ``slow`` (answers correctly, first token after
+``--slow-s``, default 3 s), ``http500``, ``http429`` (``Retry-After: --cooldown``), ``none`` (no
+outage: a healthy run, for the hedge rate of ``auto``).
+
+Hedging figures (second table): TTFT p50/p99 overall and for requests arriving during the outage;
+hedges fired (``HedgeEvent``s from the engine's listener); the fallback server's request count;
+and "extra fallback calls": that count minus the one of ``luka-memory`` (the same engine without a
+hedge) in the same drill — the calls the hedge bills to the fallback. Goal column: outage p99 ≤
+hedge delay (the largest one a hedge used) + the arm's healthy p99.
 
 Attempts on the dead primary during the outage: for ``hang``/``http500``/``http429`` the requests
 the primary server received inside the outage window; for ``refuse`` nothing reaches a server, so
@@ -40,6 +55,7 @@ Each client process runs ``gc.freeze()`` after its warm-up (for every strategy a
 collector pass over the freshly imported libraries does not land in the middle of a run.
 
     python benchmarks/outage_drill.py --kind all --json drill.json --png docs/outage_drill.png
+    python benchmarks/outage_drill.py --kind slow --strategies luka-memory luka-hedge luka-hedge-auto
 
 Figures, per strategy: success rate; p50/p95/p99 latency of the successful requests (from the
 scheduled arrival: waiting for a free slot counts), overall, in the healthy phase and for
@@ -64,12 +80,17 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fmt, percentile, rnd
+from _common import RedisProcess, exit_on_sigterm, fmt, percentile, rnd
 
 from tests.fakes.fake_llm import FakeLLM
 
-KINDS = ("refuse", "hang", "http500", "http429")
-STRATEGIES = ("direct", "fallbackmodel", "litellm", "luka-memory", "luka-redis-2proc")
+KINDS = ("refuse", "hang", "slow", "http500", "http429", "none")
+STRATEGIES = ("direct", "fallbackmodel", "litellm", "luka-memory", "luka-redis-2proc", "luka-hedge", "luka-hedge-auto")
+HEDGED = ("luka-hedge", "luka-hedge-auto")
+NO_HEDGE_BASELINE = "luka-memory"
+"""The arm a hedged arm's extra fallback calls are counted against (same engine and store, no hedge)."""
+AUTO_WARM_REQUESTS = 30
+"""`auto` learns the primary's time to first event from this many warm-up requests (as a running bot has)."""
 CONNECT_TIMEOUT = 1.0
 API_KEY = "sk-bench-not-a-secret"
 
@@ -103,6 +124,8 @@ class Record:
     ok: bool
     served: str | None
     error: str | None = None
+    first: float | None = None
+    """Absolute time of the first streamed event (the answer itself for a non-streamed call)."""
 
 
 def _served_by(text: str) -> str | None:
@@ -113,8 +136,15 @@ def _served_by(text: str) -> str | None:
     return None
 
 
-async def _build(strategy: str, cfg: dict[str, Any], attempts: list[float]) -> tuple[Any, Any]:
-    """(ask coroutine function returning the answer text, closer) for one strategy."""
+async def _build(strategy: str, cfg: dict[str, Any], attempts: list[float],
+                 events: dict[str, Any]) -> tuple[Any, Any]:
+    """((ask, warm), closer) for one strategy; ``ask()`` returns (answer text, time of its first event).
+
+    With ``cfg["stream"]`` every strategy streams (pydantic-ai ``model_request_stream``, LiteLLM
+    ``stream=True``) and the first event's time is the time to first token; otherwise the first
+    event is the whole response. ``events`` collects what the engine tells its listeners (hedges).
+    """
+    stream = cfg["stream"]
     primary_url, fallback_url = cfg["primary_url"], cfg["fallback_url"]
     read_timeout = cfg["timeout"]
 
@@ -157,9 +187,19 @@ async def _build(strategy: str, cfg: dict[str, Any], attempts: list[float]) -> t
             timeout=read_timeout,
         )
 
-        async def ask(model: str = "primary") -> str:
-            response = await router.acompletion(model=model, messages=[{"role": "user", "content": "hi"}])
-            return response.choices[0].message.content or ""
+        async def ask(model: str = "primary") -> tuple[str, float | None]:
+            if not stream:
+                response = await router.acompletion(model=model, messages=[{"role": "user", "content": "hi"}])
+                return response.choices[0].message.content or "", time.time()
+            response = await router.acompletion(model=model, messages=[{"role": "user", "content": "hi"}],
+                                                stream=True)
+            first, parts = None, []
+            async for chunk in response:
+                if first is None:
+                    first = time.time()
+                if chunk.choices and chunk.choices[0].delta.content:
+                    parts.append(chunk.choices[0].delta.content)
+            return "".join(parts), first
 
         async def warm() -> None:
             await ask("primary")
@@ -170,7 +210,7 @@ async def _build(strategy: str, cfg: dict[str, Any], attempts: list[float]) -> t
     import httpx2
     from openai import AsyncOpenAI
     from pydantic_ai import ModelRequest
-    from pydantic_ai.direct import model_request
+    from pydantic_ai.direct import model_request, model_request_stream
     from pydantic_ai.models.fallback import FallbackModel
     from pydantic_ai.models.ollama import OllamaModel
     from pydantic_ai.models.openai import OpenAIChatModel
@@ -186,6 +226,18 @@ async def _build(strategy: str, cfg: dict[str, Any], attempts: list[float]) -> t
     def text_of(response: Any) -> str:
         return "".join(getattr(part, "content", "") or "" for part in response.parts)
 
+    async def call(model: Any) -> tuple[str, float | None]:
+        if not stream:
+            response = await model_request(model, messages)
+            return text_of(response), time.time()
+        first = None
+        async with model_request_stream(model, messages) as streamed:
+            async for _ in streamed:
+                if first is None:
+                    first = time.time()
+            response = streamed.get()
+        return text_of(response), first
+
     if strategy in ("direct", "fallbackmodel"):
         timeout = httpx2.Timeout(read_timeout, connect=CONNECT_TIMEOUT)
         primary_client = AsyncOpenAI(base_url=primary_url, api_key="ollama", max_retries=0, timeout=timeout)
@@ -197,12 +249,12 @@ async def _build(strategy: str, cfg: dict[str, Any], attempts: list[float]) -> t
                                    settings=ModelSettings(max_retries=0))
         model = primary if strategy == "direct" else FallbackModel(primary, fallback)
 
-        async def ask() -> str:
-            return text_of(await model_request(model, messages))
+        async def ask() -> tuple[str, float | None]:
+            return await call(model)
 
         async def warm() -> None:
-            await model_request(primary, messages)
-            await model_request(fallback, messages)
+            await call(primary)
+            await call(fallback)
 
         async def close() -> None:
             await primary_client.close()
@@ -214,31 +266,41 @@ async def _build(strategy: str, cfg: dict[str, Any], attempts: list[float]) -> t
     from pydantic import SecretStr
 
     from plugins.llm_fallback import (
+        RedisWithLocalFallback,
         LLMFallbackModel,
-        FailsafeStore,
         LLMProviderFallback,
         MemoryStateStore,
         ProviderSpec,
         RedisStateStore,
     )
+    from plugins.llm_fallback.events import HedgeEvent
 
-    store = (MemoryStateStore() if strategy == "luka-memory"
-             else FailsafeStore(RedisStateStore.from_url(cfg["redis_url"], prefix=cfg["redis_prefix"])))
+    store = (RedisWithLocalFallback(RedisStateStore.from_url(cfg["redis_url"], prefix=cfg["redis_prefix"]))
+             if strategy == "luka-redis-2proc" else MemoryStateStore())
+    hedge_delay = {"luka-hedge": cfg["hedge_delay"], "luka-hedge-auto": "auto"}.get(strategy)
     engine = LLMProviderFallback(
         [ProviderSpec("ollama", "ollama", primary_url, ("m1",), timeout=read_timeout, connect_timeout=CONNECT_TIMEOUT),
          ProviderSpec("openai", "openai", fallback_url, ("g1",), api_key=SecretStr(API_KEY), timeout=read_timeout,
                       connect_timeout=CONNECT_TIMEOUT)],
-        store, failure_cooldown=cfg["cooldown"], preferred_ttl=1800,
+        store, failure_cooldown=cfg["cooldown"], preferred_ttl=1800, hedge_delay=hedge_delay,
     )
     engine.clients["ollama"].client._client.event_hooks["request"].append(hook)
     model = LLMFallbackModel(engine)
+    events["hedges"] = []
 
-    async def ask() -> str:
-        return text_of(await model_request(model, messages))
+    def on_event(event: Any) -> None:
+        if isinstance(event, HedgeEvent):
+            events["hedges"].append((time.time(), event.delay))
+
+    engine.add_listener(on_event)
+
+    async def ask() -> tuple[str, float | None]:
+        return await call(model)
 
     async def warm() -> None:
-        await model_request(model, messages)
-        await model_request(engine.models["openai"]["g1"], messages)
+        for _ in range(AUTO_WARM_REQUESTS if hedge_delay == "auto" else 1):
+            await call(model)
+        await call(engine.models["openai"]["g1"])
 
     async def close() -> None:
         if store.kind == "degraded":
@@ -252,8 +314,9 @@ async def _client_main(strategy: str, cfg: dict[str, Any], schedule: list[tuple[
                        control: Any, results: Any, worker_id: int) -> None:
     """ready (built, warmed) → "go": warm again → armed → t0: run the schedule → done."""
     attempts: list[float] = []
+    events: dict[str, Any] = {}
     try:
-        (ask, warm), close = await _build(strategy, cfg, attempts)
+        (ask, warm), close = await _build(strategy, cfg, attempts, events)
         await warm()
     except Exception as error:  # noqa: BLE001 - reported: the strategy is skipped
         results.put(("error", worker_id, f"{type(error).__name__}: {error}"[:300]))
@@ -266,6 +329,8 @@ async def _client_main(strategy: str, cfg: dict[str, Any], schedule: list[tuple[
     results.put(("armed", worker_id, None))
     t0 = await asyncio.to_thread(control.get, True, 60)
     attempts.clear()
+    if "hedges" in events:
+        events["hedges"].clear()
     slots = asyncio.Semaphore(concurrency)
     records: list[Record] = []
     guard = cfg["timeout"] * 3 + 5
@@ -278,10 +343,10 @@ async def _client_main(strategy: str, cfg: dict[str, Any], schedule: list[tuple[
             start = time.time()
             try:
                 async with asyncio.timeout(guard):
-                    text = await ask()
+                    text, first = await ask()
                 served = _served_by(text)
                 records.append(Record(index, offset, start, time.time(), served is not None, served,
-                                      None if served else f"unexpected answer {text[:60]!r}"))
+                                      None if served else f"unexpected answer {text[:60]!r}", first))
             except Exception as error:  # noqa: BLE001 - a failed request is a figure
                 records.append(Record(index, offset, start, time.time(), False, None,
                                       f"{type(error).__name__}: {str(error)[:120]}"))
@@ -289,7 +354,8 @@ async def _client_main(strategy: str, cfg: dict[str, Any], schedule: list[tuple[
     await asyncio.gather(*(one(i, off) for i, off in schedule))
     if close is not None:
         await close()
-    results.put(("done", worker_id, {"records": [asdict(r) for r in records], "attempts": attempts}))
+    results.put(("done", worker_id, {"records": [asdict(r) for r in records], "attempts": attempts,
+                                     "hedges": events.get("hedges")}))
 
 
 def client_process(strategy: str, cfg: dict[str, Any], schedule: list[tuple[int, float]], concurrency: int,
@@ -331,7 +397,8 @@ class StrategyRun:
             return
         schedule = [(i, i * self.total / args.requests) for i in range(args.requests)]
         cfg = {"primary_url": self.primary.v1_url, "fallback_url": self.fallback.v1_url, "timeout": args.timeout,
-               "cooldown": args.cooldown, "redis_url": self.redis_url, "redis_prefix": f"drill{self.run_id}:"}
+               "cooldown": args.cooldown, "redis_url": self.redis_url, "redis_prefix": f"drill{self.run_id}:",
+               "stream": args.stream, "hedge_delay": args.hedge_delay}
         ctx = mp.get_context("spawn")
         self.results = ctx.Queue()
         self.controls = [ctx.Queue() for _ in range(self.processes)]
@@ -372,7 +439,7 @@ class StrategyRun:
         await start_outage(self.kind, primary, args)
         await asyncio.sleep(max(0.0, t0 + args.healthy_s + args.outage_s - time.time()))
         t_rec = time.time()
-        await end_outage(self.kind, primary)
+        await end_outage(self.kind, primary, args)
         payloads = []
         for _ in self.workers:
             status, _, detail = await _get(self.results, self.total + args.timeout * 4 + 60)
@@ -381,9 +448,11 @@ class StrategyRun:
             payloads.append(detail)
         records = sorted((r for p in payloads for r in p["records"]), key=lambda r: r["index"])
         attempts = sorted(a for p in payloads for a in p["attempts"])
+        hedges = None if all(p["hedges"] is None for p in payloads) else sorted(
+            h for p in payloads for h in (p["hedges"] or []))
         return {**outcome, "t0": t0, "t_out": t_out, "t_rec": t_rec, "records": records,
                 "client_attempts": attempts, "server_primary": list(primary.stamps),
-                "server_fallback": len(self.fallback.stamps)}
+                "server_fallback": len(self.fallback.stamps), "hedges": hedges}
 
     async def close(self) -> None:
         for process in self.workers:
@@ -398,18 +467,22 @@ class StrategyRun:
 
 
 async def start_outage(kind: str, primary: TimedFakeLLM, args: argparse.Namespace) -> None:
+    if kind == "none":
+        return
     if kind == "refuse":
         await primary.stop()
+    elif kind == "slow":
+        primary.latency = args.slow_s  # answers correctly, but its first token comes after --slow-s
     elif kind == "http429":
         primary.set_mode("http429", retry_after=args.cooldown)
     else:
         primary.set_mode(kind)
 
 
-async def end_outage(kind: str, primary: TimedFakeLLM) -> None:
+async def end_outage(kind: str, primary: TimedFakeLLM, args: argparse.Namespace) -> None:
     if kind == "refuse":
         await primary.start(primary.port)
-    primary.set_mode("ok")
+    primary.set_mode("ok", latency=args.latency_ms / 1000.0)
 
 
 # --- figures ---------------------------------------------------------------------------------------------
@@ -424,9 +497,13 @@ def summarize(run: dict[str, Any], args: argparse.Namespace, kind: str) -> dict[
     def latency(r: dict[str, Any]) -> float:
         return (r["end"] - (t0 + r["arrival"])) * 1000.0
 
+    def ttft(r: dict[str, Any]) -> float:
+        return ((r["first"] or r["end"]) - (t0 + r["arrival"])) * 1000.0
+
     ok = [r for r in records if r["ok"]]
     during = [r for r in ok if t_out <= t0 + r["arrival"] < t_rec]
-    healthy = [r for r in ok if r["end"] < t_out]  # baseline: answered before the outage began
+    # baseline: answered before the outage began (kind "none": every request)
+    healthy = ok if kind == "none" else [r for r in ok if r["end"] < t_out]
     client_out = sum(1 for a in run["client_attempts"] if t_out <= a < t_rec)
     server_out = sum(1 for a in run["server_primary"] if t_out <= a < t_rec)
     primary_attempts = client_out if kind == "refuse" else server_out
@@ -440,24 +517,25 @@ def summarize(run: dict[str, Any], args: argparse.Namespace, kind: str) -> dict[
             recovery = max(0.0, record["end"] - t_rec)
             break
 
-    # hang: who paid the timeout? Requests arriving after the first failover answer (detection)
+    # hang: who paid the timeout? Requests arriving after the first fallback answer (detection)
     # that still took >= the timeout: with a working cooldown only the probes.
-    first_failover = min((r["end"] for r in ok if r["served"] == "fallback" and r["end"] >= t_out), default=None)
+    first_fallback = min((r["end"] for r in ok if r["served"] == "fallback" and r["end"] >= t_out), default=None)
     slow_after_detection = None
-    if first_failover is not None:
-        slow_after_detection = sum(1 for r in records if t0 + r["arrival"] >= first_failover
+    if first_fallback is not None:
+        slow_after_detection = sum(1 for r in records if t0 + r["arrival"] >= first_fallback
                                    and t0 + r["arrival"] < t_rec and latency(r) >= args.timeout * 1000 * 0.95)
-    # Attempts on the dead primary once its failure was known (after the first failover answer):
+    # Attempts on the dead primary once its failure was known (after the first fallback answer):
     # with a working cooldown, one half-open probe per cooldown window.
     source = run["client_attempts"] if kind == "refuse" else run["server_primary"]
-    attempts_after_detection = (None if first_failover is None
-                                else sum(1 for a in source if first_failover <= a < t_rec))
+    attempts_after_detection = (None if first_fallback is None
+                                else sum(1 for a in source if first_fallback <= a < t_rec))
     errors: dict[str, int] = {}
     for r in records:
         if not r["ok"]:
             key = (r["error"] or "?").split(":")[0]
             errors[key] = errors.get(key, 0) + 1
 
+    hedges = run.get("hedges")
     lat = [latency(r) for r in ok]
     figures = {
         "success_rate": rnd(len(ok) / len(records), 4) if records else None,
@@ -468,6 +546,13 @@ def summarize(run: dict[str, Any], args: argparse.Namespace, kind: str) -> dict[
         "primary_attempts_during_outage": primary_attempts,
         "primary_share": rnd(sum(1 for r in records if r["served"] == "primary") / len(records), 4),
         "recovery_s": rnd(recovery, 2),
+        "ttft_p50_ms": rnd(percentile([ttft(r) for r in ok], 50), 1),
+        "ttft_p99_ms": rnd(percentile([ttft(r) for r in ok], 99), 1),
+        "outage_ttft_p50_ms": rnd(percentile([ttft(r) for r in during], 50), 1),
+        "outage_ttft_p99_ms": rnd(percentile([ttft(r) for r in during], 99), 1),
+        "hedges_fired": None if hedges is None else len(hedges),
+        "hedged_share": None if hedges is None else rnd(len(hedges) / len(records), 4),
+        "fallback_calls": run["server_fallback"],
     }
     context = {
         "healthy_p99_ms": rnd(percentile([latency(r) for r in healthy], 99), 1),
@@ -477,9 +562,13 @@ def summarize(run: dict[str, Any], args: argparse.Namespace, kind: str) -> dict[
         "requests_arriving_during_outage": sum(1 for r in records if t_out <= t0 + r["arrival"] < t_rec),
         "slow_after_detection": slow_after_detection,
         "primary_attempts_after_detection": attempts_after_detection,
-        "detected_after_s": rnd(None if first_failover is None else first_failover - t_out, 3),
+        "detected_after_s": rnd(None if first_fallback is None else first_fallback - t_out, 3),
         "errors": errors,
         "outage_window_s": rnd(t_rec - t_out, 3),
+        "healthy_ttft_p99_ms": rnd(percentile([ttft(r) for r in healthy], 99), 1),
+        "hedges_in_healthy_phase": None if hedges is None else sum(1 for t, _ in hedges if t < t_out),
+        "requests_in_healthy_phase": sum(1 for r in records if t0 + r["arrival"] < t_out),
+        "hedge_delay_s": None if not hedges else rnd(max(d for _, d in hedges), 3),
     }
     return {"figures": figures, "context": context, "plot": {
         "t_out": t_out - t0, "t_rec": t_rec - t0,
@@ -501,6 +590,9 @@ def scenario(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         "read_timeout_s": args.timeout,
         "connect_timeout_s": CONNECT_TIMEOUT,
         "retry_after_s": args.cooldown if kind == "http429" else None,
+        "slow_first_token_s": args.slow_s if kind == "slow" else None,
+        "streamed": args.stream,
+        "hedge_delay_s": args.hedge_delay,
         "cooldown_windows_in_outage": round(args.outage_s / args.cooldown, 2),
         "arrival_rate_rps": round(args.requests / (args.healthy_s + args.outage_s + args.recovered_s), 2),
         "primary_attempts_counted": ("client-side: attempts started by the primary's HTTP client (port closed)"
@@ -516,7 +608,11 @@ def print_table(kind: str, summaries: dict[str, dict[str, Any]], args: argparse.
           f"fake latency {sc['latency_ms']:g} ms; healthy {sc['healthy_s']:g} s → outage {sc['outage_s']:g} s "
           f"→ recovered {sc['recovered_s']:g} s; cooldown {sc['cooldown_s']:g} s "
           f"({sc['cooldown_windows_in_outage']} windows in the outage); timeouts: connect {CONNECT_TIMEOUT:g} s, "
-          f"read {sc['read_timeout_s']:g} s." + (f" Retry-After: {args.cooldown:g} s." if kind == "http429" else ""))
+          f"read {sc['read_timeout_s']:g} s." + (f" Retry-After: {args.cooldown:g} s." if kind == "http429" else "")
+          + (f" Slow primary: first token after {args.slow_s:g} s." if kind == "slow" else "")
+          + (" No outage (a healthy run)." if kind == "none" else "")
+          + f" Requests {'streamed' if args.stream else 'not streamed'}; luka-hedge: hedge delay "
+            f"{args.hedge_delay:g} s; luka-hedge-auto: `auto`.")
     print()
     print("| strategy | success | p50 ms | p95 ms | p99 ms | healthy p99 ms | outage p99 ms "
           "| primary attempts in outage (client / server) | of which after detection | slow after detection "
@@ -534,10 +630,55 @@ def print_table(kind: str, summaries: dict[str, dict[str, Any]], args: argparse.
               f"{c['server_primary_requests_during_outage']}) "
               f"| {_dash(c['primary_attempts_after_detection'])} | {_dash(c['slow_after_detection'])} "
               f"| {f['primary_share'] * 100:.1f} % | {fmt(f['recovery_s'], 2)} |")
+    print_hedge_table(summaries)
     failures = {n: s["context"]["errors"] for n, s in summaries.items() if "context" in s and s["context"]["errors"]}
     if failures:
         print("\nFailed requests by error: " + "; ".join(
             f"{n}: " + ", ".join(f"{k} ×{v}" for k, v in e.items()) for n, e in failures.items()))
+
+
+def extra_fallback_calls(summaries: dict[str, dict[str, Any]], name: str) -> int | None:
+    """Fallback calls the hedged arm made beyond the same engine without a hedge (the hedge's price)."""
+    base = summaries.get(NO_HEDGE_BASELINE, {})
+    if "figures" not in base or "figures" not in summaries[name]:
+        return None
+    return summaries[name]["figures"]["fallback_calls"] - base["figures"]["fallback_calls"]
+
+
+def hedge_goal(s: dict[str, Any]) -> str:
+    """Goal: outage p99 ≤ hedge delay + healthy p99 (with a hedge fired; else nothing to check).
+
+    Checked for the answer's latency and for the time to first token."""
+    f, c = s["figures"], s["context"]
+    if c["hedge_delay_s"] is None:
+        return "—"
+    verdicts = []
+    for label, outage, healthy in (("answer", f["outage_p99_ms"], c["healthy_p99_ms"]),
+                                   ("TTFT", f["outage_ttft_p99_ms"], c["healthy_ttft_p99_ms"])):
+        if outage is None or healthy is None:
+            continue
+        bound = c["hedge_delay_s"] * 1000 + healthy
+        verdicts.append(f"{label} {'met' if outage <= bound else 'MISSED'} ({outage:.0f} vs ≤ {bound:.0f})")
+    return "; ".join(verdicts) or "—"
+
+
+def print_hedge_table(summaries: dict[str, dict[str, Any]]) -> None:
+    print()
+    print("| strategy | TTFT p50 ms | TTFT p99 ms | outage TTFT p50 ms | outage TTFT p99 ms | hedges fired "
+          "(% of requests) | hedges in healthy phase | hedge delay s | fallback calls | extra fallback calls "
+          f"vs {NO_HEDGE_BASELINE} | goal: outage p99 ≤ delay + healthy p99 (ms) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for name, s in summaries.items():
+        if "skipped" in s:
+            continue
+        f, c = s["figures"], s["context"]
+        hedges = "—" if f["hedges_fired"] is None else f"{f['hedges_fired']} ({f['hedged_share'] * 100:.1f} %)"
+        healthy = ("—" if c["hedges_in_healthy_phase"] is None
+                   else f"{c['hedges_in_healthy_phase']} of {c['requests_in_healthy_phase']}")
+        extra = extra_fallback_calls(summaries, name) if name in HEDGED else None
+        print(f"| {name} | {fmt(f['ttft_p50_ms'], 1)} | {fmt(f['ttft_p99_ms'], 1)} | {fmt(f['outage_ttft_p50_ms'], 1)} "
+              f"| {fmt(f['outage_ttft_p99_ms'], 1)} | {hedges} | {healthy} | {fmt(c['hedge_delay_s'], 2)} "
+              f"| {f['fallback_calls']} | {_dash(extra)} | {hedge_goal(s) if name in HEDGED else ''} |")
 
 
 def _dash(value: Any) -> str:
@@ -568,7 +709,8 @@ def plot(all_summaries: dict[str, dict[str, dict[str, Any]]], path: Path, args: 
                         transform=ax.transAxes)
                 continue
             data = summary["plot"]
-            ax.axvspan(data["t_out"], data["t_rec"], color="grey", alpha=0.18, lw=0)
+            if kind != "none":
+                ax.axvspan(data["t_out"], data["t_rec"], color="grey", alpha=0.18, lw=0)
             for served, colour in colours.items():
                 xs = [p[0] for p in data["points"] if p[2] == served]
                 ys = [max(p[1], 0.5) for p in data["points"] if p[2] == served]
@@ -577,7 +719,7 @@ def plot(all_summaries: dict[str, dict[str, dict[str, Any]]], path: Path, args: 
                                marker="o" if served != "failed" else "x", label=served, linewidths=0.8)
             attempts = [a for a in data["attempts"] if data["t_out"] <= a < data["t_rec"]]
             ax.set_yscale("log")
-            ax.set_ylim(5, max(args.timeout * 1000 * 8, 20000))
+            ax.set_ylim(5, max((args.timeout or 2.0) * 1000 * 8, 20000))
             if attempts:
                 ax.plot(attempts, [6.5] * len(attempts), "|", color="black", ms=6, mew=0.8,
                         label="primary attempt (outage)")
@@ -596,7 +738,8 @@ def plot(all_summaries: dict[str, dict[str, dict[str, Any]]], path: Path, args: 
                 labels.append(lab)
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, markerscale=2.5)
     fig.suptitle(f"Outage drill: {args.requests} requests, {args.latency_ms:g} ms providers, cooldown "
-                 f"{args.cooldown:g} s, read timeout {args.timeout:g} s (grey: primary outage)", fontsize=10)
+                 f"{args.cooldown:g} s, read timeout {args.timeout or 2.0:g} s ({args.slow_s + 2:g} s for slow; "
+                 f"grey: primary outage)", fontsize=10)
     fig.tight_layout(rect=(0, 0.03, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -606,11 +749,9 @@ def plot(all_summaries: dict[str, dict[str, dict[str, Any]]], path: Path, args: 
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, dict[str, dict[str, Any]]]:
-    from tests.fakes.redis_server import RedisServer, redis_server_available
-
-    kinds = list(KINDS) if args.kind == "all" else [args.kind]
+    kinds = list(KINDS) if "all" in args.kind else list(dict.fromkeys(args.kind))
     strategies = args.strategies or list(STRATEGIES)
-    redis = RedisServer().start() if "luka-redis-2proc" in strategies and redis_server_available() else None
+    redis = RedisProcess().start() if "luka-redis-2proc" in strategies and RedisProcess.available() else None
     out: dict[str, dict[str, dict[str, Any]]] = {}
     run_id = int(time.time())
     try:
@@ -618,10 +759,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, dict[str, 
             # Spawn (import, build, warm) every strategy's clients up front, while nothing is measured;
             # they then wait, idle, for their turn.
             print(f"… {kind}: starting clients for {', '.join(strategies)}", file=sys.stderr, flush=True)
+            kind_args = for_kind(args, kind)
             runs = []
             for name in strategies:
                 run_id += 1
-                runs.append(StrategyRun(kind, name, args, redis.url if redis else None, run_id))
+                runs.append(StrategyRun(kind, name, kind_args, redis.url if redis else None, run_id))
             try:
                 for run in runs:
                     await run.spawn()
@@ -635,21 +777,31 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, dict[str, 
                     if args.dump_raw:
                         with args.dump_raw.open("a") as dump:
                             dump.write(json.dumps({"kind": kind, **raw}) + "\n")
-                    out[kind][run.strategy] = summarize(raw, args, kind)
+                    out[kind][run.strategy] = summarize(raw, kind_args, kind)
             finally:
                 for run in runs:
                     await run.close()
-            print_table(kind, out[kind], args)
+            print_table(kind, out[kind], kind_args)
     finally:
         if redis is not None:
             redis.stop()
     return out
 
 
+def for_kind(args: argparse.Namespace, kind: str) -> argparse.Namespace:
+    """The arguments of one kind: the read timeout defaults to 2 s, and for `slow` to --slow-s + 2 s,
+    so the slow primary does answer within it (it is slow, not dead; a real Ollama timeout is 60 s)."""
+    kind_args = argparse.Namespace(**vars(args))
+    if args.timeout is None:
+        kind_args.timeout = args.slow_s + 2.0 if kind == "slow" else 2.0
+    return kind_args
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kind", choices=[*KINDS, "all"], default="refuse")
-    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, help="default: all five")
+    parser.add_argument("--kind", nargs="+", choices=[*KINDS, "all"], default=["refuse"],
+                        help="one or more kinds, or all")
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, help="default: all of them")
     parser.add_argument("--requests", type=int, default=480, help="R, spread evenly over the timeline")
     parser.add_argument("--concurrency", type=int, default=32, help="C: at most this many in flight")
     parser.add_argument("--latency-ms", type=float, default=20.0, help="completion latency of both fakes")
@@ -657,7 +809,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--healthy-s", type=float, default=2.0)
     parser.add_argument("--outage-s", type=float, default=5.0)
     parser.add_argument("--recovered-s", type=float, default=5.0)
-    parser.add_argument("--timeout", type=float, default=2.0, help="per-attempt read timeout, seconds")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="per-attempt read timeout, seconds (default 2; kind slow: --slow-s + 2)")
+    parser.add_argument("--slow-s", type=float, default=3.0, help="kind slow: the primary's time to first token")
+    parser.add_argument("--hedge-delay", type=float, default=0.5, help="luka-hedge: fixed hedge delay, seconds")
+    parser.add_argument("--no-stream", dest="stream", action="store_false",
+                        help="non-streamed requests (time to first token = time to the whole answer)")
     parser.add_argument("--json", type=Path, help="figures as JSON (one kind: the documented shape; "
                                                   "--kind all: {kind: that shape})")
     parser.add_argument("--png", type=Path, help="timeline plot (matplotlib)")
@@ -665,13 +822,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.requests < 10 or args.cooldown <= 0 or args.concurrency < 2:
         parser.error("need --requests >= 10, --cooldown > 0, --concurrency >= 2")
+    exit_on_sigterm()
     logging.basicConfig(level=logging.CRITICAL)
     started = time.time()
     out = asyncio.run(main_async(args))
     print(f"\n(drill wall time {time.time() - started:.0f} s)")
     if args.json:
         def shape(kind: str) -> dict[str, Any]:
-            sc = scenario(kind, args)
+            sc = scenario(kind, for_kind(args, kind))
             sc["context"] = {n: s["context"] for n, s in out[kind].items() if "context" in s}
             return {"scenario": sc, "strategies": {
                 n: (s["figures"] if "figures" in s else {"skipped": s["skipped"]}) for n, s in out[kind].items()}}

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Healthy-path cost of the failover model, and of the aiogram middleware.
+"""Healthy-path cost of the fallback model, and of the aiogram middleware.
 
 Model: one fake OpenAI-compatible provider (its own process, 127.0.0.1) answers every call.
 Three arms are called side by side, interleaved call by call in rotating order so drift
@@ -7,9 +7,9 @@ Three arms are called side by side, interleaved call by call in rotating order s
 
 - ``direct``: the engine's own ``OpenAIChatModel`` for the primary (``engine.models["ollama"]["m1"]``),
 - ``memory``: ``LLMFallbackModel`` over an engine with ``MemoryStateStore``,
-- ``redis``:  ``LLMFallbackModel`` over an engine with ``FailsafeStore(RedisStateStore)`` on a local
+- ``redis``:  ``LLMFallbackModel`` over an engine with ``RedisWithLocalFallback(RedisStateStore)`` on a local
   ``redis-server`` (the engine is given the very same model objects, so all three arms share one
-  HTTP client and connection pool: only the failover layer differs).
+  HTTP client and connection pool: only the fallback layer differs).
 
 Calls go through ``pydantic_ai.direct.model_request`` (no agent loop), each arm's calls timed one
 by one. Runs (defaults):
@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import FakeLLMProcess, fmt, percentile, rnd
+from _common import FakeLLMProcess, RedisProcess, exit_on_sigterm, fmt, percentile, rnd
 from aiogram import Bot, Dispatcher, Router
 from aiogram.client.session.base import BaseSession
 from aiogram.types import Message, Update
@@ -55,15 +55,14 @@ from pydantic_ai import ModelRequest
 from pydantic_ai.direct import model_request
 
 from plugins.llm_fallback import (
+    RedisWithLocalFallback,
     LLMFallbackModel,
-    FailsafeStore,
     LLMProviderFallback,
     MemoryStateStore,
     ProviderSpec,
     RedisStateStore,
     setup_llm_fallback,
 )
-from tests.fakes.redis_server import RedisServer
 
 ARMS = ("direct", "memory", "redis")
 
@@ -97,7 +96,7 @@ async def _model_worker(primary_url: str, fallback_url: str, redis_url: str, pre
                         concurrency: int, warmup: int, worker_id: int, barrier: Any) -> dict[str, Any]:
     memory_engine = LLMProviderFallback(specs(primary_url, fallback_url), MemoryStateStore(),
                                         failure_cooldown=30, preferred_ttl=1800)
-    redis_store = FailsafeStore(RedisStateStore.from_url(redis_url, prefix=prefix))
+    redis_store = RedisWithLocalFallback(RedisStateStore.from_url(redis_url, prefix=prefix))
     # Same model objects (so the same HTTP client and pool) for all three arms.
     redis_engine = LLMProviderFallback(specs(primary_url, fallback_url), redis_store,
                                        failure_cooldown=30, preferred_ttl=1800, models=memory_engine.models)
@@ -139,7 +138,7 @@ async def _model_worker(primary_url: str, fallback_url: str, redis_url: str, pre
     mget = []
     for _ in range(200):
         t0 = time.perf_counter()
-        await redis_store.get_many(redis_engine._state_keys)
+        await redis_store.get_many(redis_engine._keys.keys)
         mget.append(time.perf_counter() - t0)
     store_kind = redis_store.kind
     await memory_engine.aclose()
@@ -319,7 +318,7 @@ def planned_runs(args: argparse.Namespace) -> list[tuple[float, int, int, int]]:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    redis = RedisServer().start()
+    redis = RedisProcess().start()
     primary = FakeLLMProcess("primary")
     fallback = FakeLLMProcess("fallback")
     try:
@@ -363,6 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     gc.collect()
+    exit_on_sigterm()
     result = asyncio.run(main_async(args))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -92,7 +92,7 @@ class World:
         return await self.says(user_id, expected, after=mark)
 
     async def key(self, name: str) -> Any:
-        bot_id = self.fake.token.partition(":")[0]  # failover state is namespaced by bot id
+        bot_id = self.fake.token.partition(":")[0]  # fallback state is namespaced by bot id
         raw = await self.redis.get(f"llm:{bot_id}:{name}")
         return json.loads(raw) if raw is not None else None
 

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 TOKEN = "123456:E2E-stream-token-not-real"
 BOT_ID = TOKEN.split(":")[0]
-COOLDOWN_OLLAMA = f"llm:{BOT_ID}:cooldown:ollama"  # the failover state's key of the primary's cooldown
+COOLDOWN_OLLAMA = f"llm:{BOT_ID}:cooldown:ollama"  # the fallback state's key of the primary's cooldown
 OPENAI_KEY = "sk-test-e2e-stream-SECRET-42"
 ADMIN = 5001
 USER = 1101
@@ -254,7 +254,7 @@ async def test_stop_cancels_the_reply_and_keeps_the_partial_text(world: World) -
     finally:
         hold.set()
         world.primary.hold = None
-    assert world.fallback.count() == 0, "a Stop is not a failure: nothing fails over"
+    assert world.fallback.count() == 0, "a Stop is not a failure: nothing falls back"
     assert await world.redis.get(COOLDOWN_OLLAMA) is None, "and the primary is not cooled down"
     history = await world.history()
     assert history[-1] == {"role": "assistant", "text": PRIMARY_REPLY}, "a stopped reply stays out of the history"

@@ -12,7 +12,7 @@ what the user and the admin see:
   "❌ All LLM providers failed!" alert (and at most one "down" alert per provider);
 - the bot's log has no traceback.
 
-Between cases the failover state (cooldowns, preferred provider, alert dedupe keys: everything under
+Between cases the fallback state (cooldowns, preferred provider, alert dedupe keys: everything under
 the bot's `REDIS_PREFIX`) is deleted, so every case starts from "both healthy"; the user's
 conversation (another prefix) is kept, so no thread-name request runs besides the chat request.
 Short timeouts (1 s read, 0.5 s connect) keep the hang rows short.
@@ -104,7 +104,7 @@ class World:
                 if c.method == "sendMessage" and c.ok and c.params.get("chat_id") == chat_id]
 
     async def heal(self) -> None:
-        """Both providers healthy again, and the bot's failover state forgotten."""
+        """Both providers healthy again, and the bot's fallback state forgotten."""
         for server in (self.primary, self.fallback):
             if not server.running:
                 await server.start(server.port)

@@ -280,6 +280,6 @@ async def test_stop_pressed_on_the_other_replica_stops_the_reply(bot: Replicas) 
         hold.set()
         bot.primary.hold = None
     assert stopped.params["text"].startswith(first.params["text"].rstrip())
-    assert bot.fallback.count() == fallback_before, "a Stop is not a failure: nothing fails over"
+    assert bot.fallback.count() == fallback_before, "a Stop is not a failure: nothing falls back"
     scraped = await bot.metrics()
     assert scraped["llm_provider_state{'provider': 'ollama', 'state': 'healthy'}"] == 1
