@@ -11,7 +11,7 @@ import asyncio
 import pytest
 
 from plugins.llm_fallback import AttemptEvent, HedgeEvent, HedgePolicy
-from tests.conftest import Env, wait_until
+from tests.conftest import Env, ResponsiveLoop, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -26,7 +26,7 @@ def recorded(env: Env) -> list[object]:
 
 @pytest.mark.parametrize("streamed", [False, True])
 async def test_a_slow_primary_is_hedged_and_the_fallback_wins(make_env, streamed):
-    env = make_env(hedge_delay=DELAY)
+    env = make_env(hedge_delay=DELAY, loop_lag=ResponsiveLoop())
     events = recorded(env)
     slow = env.fakes.gate("ollama")
     answer = await (env.ask_stream() if streamed else env.ask())
@@ -42,7 +42,7 @@ async def test_a_slow_primary_is_hedged_and_the_fallback_wins(make_env, streamed
 
 
 async def test_the_primary_wins_when_it_answers_first_after_the_hedge(make_env):
-    env = make_env(hedge_delay=DELAY)
+    env = make_env(hedge_delay=DELAY, loop_lag=ResponsiveLoop())
     events = recorded(env)
     primary = env.fakes.gate("ollama")
     fallback = env.fakes.gate("openai")
@@ -57,7 +57,7 @@ async def test_the_primary_wins_when_it_answers_first_after_the_hedge(make_env):
 
 
 async def test_no_hedge_to_a_cooling_provider(make_env):
-    env = make_env(hedge_delay=DELAY)
+    env = make_env(hedge_delay=DELAY, loop_lag=ResponsiveLoop())
     await env.engine.report_provider_failure("openai", Exception("down"))
     slow = env.fakes.gate("ollama")
     task = asyncio.create_task(env.ask())
@@ -73,7 +73,7 @@ async def test_no_hedge_for_a_pinned_provider(make_env):
 
     from plugins.llm_fallback import LLMFallbackModel
 
-    env = make_env(hedge_delay=DELAY)
+    env = make_env(hedge_delay=DELAY, loop_lag=ResponsiveLoop())
     agent = Agent(LLMFallbackModel(env.engine, pinned="ollama"))
     slow = env.fakes.gate("ollama")
     task = asyncio.create_task(agent.run("hi"))
@@ -86,7 +86,7 @@ async def test_no_hedge_for_a_pinned_provider(make_env):
 async def test_a_failure_before_the_hedge_fails_over_as_usual(make_env):
     from tests.conftest import http_error
 
-    env = make_env(hedge_delay=DELAY)
+    env = make_env(hedge_delay=DELAY, loop_lag=ResponsiveLoop())
     env.fakes.fail("ollama", lambda: http_error(500, "m1"))
     assert await env.ask() == "openai/g1"
     assert (await env.health("ollama"))["state"] == "cooling"
@@ -113,3 +113,58 @@ def test_bad_hedge_settings_are_refused(bad):
 
 def test_hedging_is_off_by_default():
     assert not HedgePolicy.from_setting(None).enabled and not HedgePolicy.from_setting("").enabled
+
+
+async def test_a_provider_that_keeps_losing_hedges_without_a_token_is_cooled(make_env):
+    """One lost hedge is not a failure; a hung primary that loses three in a row is a timeout."""
+
+    env = make_env(hedge_delay=DELAY, loop_lag=ResponsiveLoop())
+    hung = env.fakes.gate("ollama")
+    for n in range(1, 3):
+        assert await env.ask() == "openai/g1"
+        assert (await env.health("ollama"))["state"] == "healthy", f"{n} lost hedge(s) are no failure"
+    assert await env.ask() == "openai/g1"
+    health = await env.health("ollama")
+    assert health["state"] == "cooling" and health["last_error_kind"] == "timeout"
+    calls = env.fakes.count("ollama")
+    assert await env.ask() == "openai/g1"
+    assert env.fakes.count("ollama") == calls, "cooling: no more waiting the hedge delay for it"
+    hung.set()
+
+
+async def test_a_success_resets_the_lost_hedges(make_env):
+
+    env = make_env(hedge_delay=DELAY, loop_lag=ResponsiveLoop())
+    for _ in range(3):
+        slow = env.fakes.gate("ollama")
+        assert await env.ask() == "openai/g1"
+        slow.set()
+        env.fakes.ungate("ollama")
+        assert await env.ask() == "ollama/m1"  # a real answer in between
+    assert (await env.health("ollama"))["state"] == "healthy"
+
+
+class LaggingLoop:
+    """A loop-lag monitor that always sees our own loop as the slow one."""
+
+    def begin(self) -> float:
+        return 0.0
+
+    def end(self) -> None:
+        pass
+
+    def excuses(self, mark: float, elapsed: float) -> bool:
+        return True
+
+    def stop(self) -> None:
+        pass
+
+
+async def test_no_hedge_while_this_process_loop_is_what_lags(make_env):
+    env = make_env(hedge_delay=DELAY, loop_lag=LaggingLoop())
+    slow = env.fakes.gate("ollama")
+    task = asyncio.create_task(env.ask())
+    await asyncio.sleep(DELAY * 4)
+    assert env.fakes.count("openai") == 0, "a hedge would only double the load on a busy process"
+    slow.set()
+    assert await task == "ollama/m1"

@@ -15,6 +15,7 @@ from luka_bot.core.config import ConfigError, Settings
 from luka_bot.core.i18n import build_i18n
 from luka_bot.core.metrics import BotMetrics, setup_metrics
 from luka_bot.core.polling_conflict import PollingConflictMiddleware
+from luka_bot.core.telegram_responses import PinResponseModels
 from luka_bot.core.telegram_retry import RetryAfterMiddleware
 from luka_bot.handlers import get_routers
 from luka_bot.services.bot_store import BotStore
@@ -61,6 +62,7 @@ def build_bot(settings: Settings) -> Bot:
         session = AiohttpSession(api=TelegramAPIServer.from_base(settings.TELEGRAM_API_URL))
     session.middleware(RetryAfterMiddleware())
     session.middleware(PollingConflictMiddleware())
+    session.middleware(PinResponseModels())
     return Bot(settings.BOT_TOKEN.get_secret_value(), session=session)
 
 

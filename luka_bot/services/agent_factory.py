@@ -99,6 +99,8 @@ async def create_static_agent_with_basic_tools(user_id: int, models: ModelFactor
         from .llm_model_factory import create_llm_model_with_fallback
 
         model = await create_llm_model_with_fallback(context=f"chat:{user_id}")
-    else:
-        model = models.create(context=f"chat:{user_id}")
-    return Agent(model, instructions=SYSTEM_PROMPT, tools=TOOLS, name="luka")
+        return Agent(model, instructions=SYSTEM_PROMPT, tools=TOOLS, name="luka")
+    # One agent serves every conversation (an Agent is reusable and safe to run concurrently; the
+    # history is per run): building it per message cost ~1 ms of CPU (benchmarks/message_cost.py).
+    return models.reused("chat_agent", lambda: Agent(models.create(context="chat"), instructions=SYSTEM_PROMPT,
+                                                    tools=TOOLS, name="luka"))

@@ -22,7 +22,12 @@ async def generate_thread_name(message: str, language: str = "en", models: LLMMo
     """A short title for a thread that starts with `message` (raises if every provider fails)."""
     if models is None:
         model, prompt = await create_name_generator_model(language=language, max_length=max_length)
+        agent: Agent[None, str] = Agent(model, instructions=prompt)
     else:
-        model, prompt = models.name_generator(language=language, max_length=max_length)
-    result = await Agent(model, instructions=prompt).run(message[:2000])
+        def build() -> Agent[None, str]:
+            model, prompt = models.name_generator(language=language, max_length=max_length)
+            return Agent(model, instructions=prompt)
+
+        agent = models.reused(("thread_name", language, max_length), build)  # one per language and length
+    result = await agent.run(message[:2000])
     return clean_name(result.output, max_length) or message[:max_length]

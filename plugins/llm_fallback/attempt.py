@@ -178,9 +178,12 @@ class ProviderAttempt:
 
     async def abandoned(self, outcome: str) -> None:
         """Ended without a verdict: the caller went away (`cancelled`) or a hedged twin won (`hedge_lost`)."""
+        elapsed = self.elapsed()
+        slow = (outcome == "hedge_lost" and self.first_event is None
+                and not self.plan.engine.loop_lag.excuses(self.lag_mark, elapsed))
         if self._settle():
-            await self.plan.abandoned(self.step, outcome=outcome, seconds=self.elapsed(),
-                                      first_event=self.first_event, streamed=self.streamed)
+            await self.plan.abandoned(self.step, outcome=outcome, seconds=elapsed, first_event=self.first_event,
+                                      streamed=self.streamed, slow=slow)
 
     async def close(self) -> None:
         await self.stack.aclose()

@@ -65,6 +65,8 @@ MAX_FORCE_SECONDS = 24 * 3600
 STRIKES_TO_COOL = 3
 """Bad replies (empty, or output the agent could not use) within one cooldown window that cool a provider."""
 HEDGE_WINDOW = 3600.0
+SLOW_LOSSES_TO_COOL = 3
+"""Hedges lost in a row without a first event that cool a provider down (as a timeout)."""
 
 AUTH_SETTING_HINT = {"openai": "OPENAI_API_KEY", "ollama": "OLLAMA_URL"}
 
@@ -114,6 +116,7 @@ class LLMProviderFallback:
         self.hedge = HedgePolicy.from_setting(hedge_delay)
         self._background: set[asyncio.Task[None]] = set()
         self._logged_preferred: str | None = None
+        self._slow_losses: dict[str, int] = {}
         logger.info("✅ LLMProviderFallback initialized")
         logger.info("🔧 Provider order: %s", " → ".join(self.order))
         logger.info("🔧 Primary: %s, Fallback: %s", self.primary, ", ".join(self.order[1:]) or "none")
@@ -224,6 +227,7 @@ class LLMProviderFallback:
         seen_model = snapshot.failure(provider, model)
         if seen_model is not None:
             await self.store.delete_if_equal(cooldown_key(provider, model), seen_model.raw)
+        self._slow_losses.pop(provider, None)
         await self._release(plan, step, provider_too=True)
         await self._remember_preferred(snapshot, provider)
 
@@ -311,6 +315,21 @@ class LLMProviderFallback:
             return False
         strikes.clear()
         await self._record_failure(plan, step, Verdict(verdict.kind, True, True), error)
+        return True
+
+    async def _slow_loss(self, plan: Plan, step: Step) -> bool:
+        """A hedge won while `step` had produced nothing: `SLOW_LOSSES_TO_COOL` in a row cool the provider.
+
+        A hung provider behind a hedge would otherwise never be cooled (its attempts are always
+        cancelled before their own timeout), and every request would wait the hedge delay for it.
+        """
+        losses = self._slow_losses.get(step.provider, 0) + 1
+        self._slow_losses[step.provider] = losses
+        if losses < SLOW_LOSSES_TO_COOL:
+            return False
+        self._slow_losses.pop(step.provider, None)
+        await self._record_failure(plan, step, Verdict(FailureKind.TIMEOUT, True, True),
+                                   f"no first token within the hedge delay, {losses} times in a row")
         return True
 
     async def rejected_output(self, plan: Plan, provider: str) -> None:
@@ -447,6 +466,7 @@ class LLMProviderFallback:
         await self.store.clear("*")
         self._strikes.clear()
         self._hedges.clear()
+        self._slow_losses.clear()
         logger.warning("🔧 LLM provider cache cleared: %s", cleared)
         return cleared
 

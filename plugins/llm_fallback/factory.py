@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
 from pydantic_ai.settings import ModelSettings
 
 from .engine import LLMProviderFallback
 from .model import LLMFallbackModel
+
+T = TypeVar("T")
 
 
 class ModelFactory:
@@ -17,6 +22,13 @@ class ModelFactory:
 
     def __init__(self, fallback: LLMProviderFallback):
         self.fallback = fallback
+        self._reused: dict[Hashable, Any] = {}
+
+    def reused(self, key: Hashable, build: Callable[[], T]) -> T:
+        """The object built once for `key` (an agent over a model of this factory), then reused."""
+        if key not in self._reused:
+            self._reused[key] = build()
+        return self._reused[key]
 
     def create(
         self,

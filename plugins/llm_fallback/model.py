@@ -187,6 +187,11 @@ class LLMFallbackModel(FallbackModel):
                 done, _ = await asyncio.wait(running, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
                 if not done:
                     (slow,) = running.values()
+                    if self.engine.loop_lag.excuses(slow.lag_mark, slow.elapsed()):
+                        # Our own loop is what is slow: a hedge would only double the load. Wait on.
+                        patience = self.engine.hedge.delay_for(slow.provider) or 0.0
+                        await asyncio.wait(running, timeout=patience, return_when=asyncio.FIRST_COMPLETED)
+                        continue
                     plan.skip_current_provider()
                     if await launch():
                         hedge = list(running.values())[-1]

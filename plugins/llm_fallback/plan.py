@@ -156,7 +156,14 @@ class Plan:
         return verdict
 
     async def abandoned(self, step: Step, *, outcome: str, seconds: float, first_event: float | None = None,
-                        streamed: bool = False) -> None:
-        """The attempt ended without a verdict (the caller went away, or a hedged twin won)."""
-        await self.engine._release(self, step, provider_too=True)
-        self.engine._emit_now(AttemptEvent(step.provider, step.model.name, outcome, seconds, first_event, streamed))
+                        streamed: bool = False, slow: bool = False) -> None:
+        """The attempt ended without a verdict (the caller went away, or a hedged twin won).
+
+        `slow`: it lost a hedge without producing anything (and this process's loop was not to
+        blame). One such loss is not a failure; `SLOW_LOSSES_TO_COOL` in a row are a timeout.
+        """
+        blamed = await self.engine._slow_loss(self, step) if slow else False
+        if not blamed:
+            await self.engine._release(self, step, provider_too=True)
+        self.engine._emit_now(AttemptEvent(step.provider, step.model.name, outcome, seconds, first_event, streamed,
+                                           blamed))
