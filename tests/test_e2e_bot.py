@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from tests.fakes.bot_process import BotProcess, bot_env, says, texts
+from tests.fakes.bot_process import BotProcess, bot_env, empty_redis, says, stop_all, texts
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.fake_telegram import Call, FakeTelegram
 from tests.fakes.redis_server import RedisServer
@@ -90,9 +90,7 @@ class World:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    if not redis_server.running:
-        redis_server.restart()
-    redis_server.flushall()
+    empty_redis(redis_server)
     workdir = tmp_path_factory.mktemp("e2e_bot")  # no .env here
     fake = await FakeTelegram(token=TOKEN).start()
     fake.add_chat(ADMIN, first_name="Admin")  # alerts go to the admin before they ever write
@@ -108,9 +106,7 @@ async def world(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFact
     finally:
         await world.bot.stop()
         await client.aclose()
-        for server in (primary, fallback):
-            await server.stop()
-        await fake.stop()
+        await stop_all(primary, fallback, fake)
         print("\n=== /llm_status as the admin saw it ===\n" + "\n---\n".join(world.status_texts))
 
 

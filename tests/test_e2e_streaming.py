@@ -22,7 +22,7 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from tests.fakes.bot_process import BotProcess, bot_env, says
+from tests.fakes.bot_process import BotProcess, bot_env, empty_redis, says, stop_all
 from tests.fakes.fake_llm import FakeLLM, split_text
 from tests.fakes.fake_telegram import Call, FakeTelegram
 from tests.fakes.redis_server import RedisServer
@@ -118,9 +118,7 @@ class World:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    if not redis_server.running:
-        redis_server.restart()
-    redis_server.flushall()
+    empty_redis(redis_server)
     workdir = tmp_path_factory.mktemp("e2e_stream")
     fake = await FakeTelegram(token=TOKEN).start()
     fake.add_chat(ADMIN, first_name="Admin")
@@ -137,9 +135,7 @@ async def world(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFact
     finally:
         await world.bot.stop(grace=10)
         await client.aclose()
-        for server in (primary, fallback):
-            await server.stop()
-        await fake.stop()
+        await stop_all(primary, fallback, fake)
         print("\n" + "\n\n".join(world.transcripts))
 
 

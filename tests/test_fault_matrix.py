@@ -28,7 +28,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from tests.fakes.bot_process import BotProcess, bot_env, says, texts
+from tests.fakes.bot_process import BotProcess, bot_env, empty_redis, says, stop_all, texts
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.fake_telegram import Call, FakeTelegram
 from tests.fakes.redis_server import RedisServer
@@ -104,9 +104,7 @@ class World:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    if not redis_server.running:
-        redis_server.restart()
-    redis_server.flushall()
+    empty_redis(redis_server)
     workdir = tmp_path_factory.mktemp("fault_matrix")
     fake = await FakeTelegram(token=TOKEN).start()
     fake.add_chat(ADMIN, first_name="Admin")
@@ -126,9 +124,7 @@ async def world(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFact
     finally:
         await world.bot.stop()
         await client.aclose()
-        for server in (primary, fallback):
-            await server.stop()
-        await fake.stop()
+        await stop_all(primary, fallback, fake)
 
 
 @pytest.mark.parametrize("where", ["primary", "fallback", "both"])

@@ -35,7 +35,7 @@ from aiogram.types import Update
 from luka_bot.core.config import ConfigError, load_settings
 from luka_bot.webhook import UpdatesInFlightLimit
 from tests.conftest import wait_until
-from tests.fakes.bot_process import BotProcess, bot_env
+from tests.fakes.bot_process import BotProcess, bot_env, empty_redis, stop_all
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.fakes.redis_server import RedisServer
@@ -134,9 +134,7 @@ class Bot:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def bot(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bot]:
-    if not redis_server.running:
-        redis_server.restart()
-    redis_server.flushall()
+    empty_redis(redis_server)
     workdir = tmp_path_factory.mktemp("load_burst")
     fake = await FakeTelegram(token=TOKEN).start()
     primary = await FakeLLM("ollama", latency=LATENCY).start()
@@ -155,9 +153,7 @@ async def bot(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactor
     finally:
         await process.stop()
         await client.aclose()
-        for server in (primary, fallback):
-            await server.stop()
-        await fake.stop()
+        await stop_all(primary, fallback, fake)
 
 
 async def test_bursts_are_all_answered_and_leave_nothing_behind(bot: Bot) -> None:

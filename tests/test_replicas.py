@@ -21,7 +21,7 @@ import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import wait_until
-from tests.fakes.bot_process import BotProcess, bot_env, says
+from tests.fakes.bot_process import BotProcess, bot_env, empty_redis, says, stop_all
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.fake_telegram import Call, FakeTelegram
 from tests.fakes.redis_server import RedisServer, free_port, redis_server_available
@@ -121,9 +121,7 @@ def replica_env(fake: FakeTelegram, primary: FakeLLM, fallback: FakeLLM, redis_u
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def bot(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Replicas]:
-    if not redis_server.running:
-        redis_server.restart()
-    redis_server.flushall()
+    empty_redis(redis_server)
     workdir = tmp_path_factory.mktemp("replicas")
     fake = await FakeTelegram(token=TOKEN).start()
     fake.add_chat(ADMIN, first_name="Admin")
@@ -145,9 +143,7 @@ async def bot(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactor
     finally:
         await asyncio.gather(*(bot.stop(grace=15) for bot in bots))
         await http.close()
-        for server in (primary, fallback):
-            await server.stop()
-        await fake.stop()
+        await stop_all(primary, fallback, fake)
     for i, bot in enumerate(bots):
         log = bot.log()
         assert "Traceback" not in log, f"replica {i}:\n{log[-3000:]}"

@@ -4,6 +4,7 @@ Shared by the end-to-end tests and `benchmarks/load_burst.py`, so it needs no py
 
 - `bot_env(...)`: the bot's environment (this process's, minus every Settings field, plus the fakes);
 - `BotProcess`: start it with a log file, wait for long polling / the webhook server, read the log, stop it;
+- `empty_redis(...)` / `stop_all(...)`: a module's redis-server emptied first, its fakes stopped last;
 - `says(...)` / `texts(...)`: the bot's successful sendMessage calls to one chat, as the user sees them.
 """
 
@@ -23,8 +24,13 @@ import aiohttp
 
 from luka_bot.core.config import Settings
 from tests.fakes.fake_telegram import Call, FakeTelegram
+from tests.fakes.redis_server import RedisServer
 
 LOG_TAIL = 4000
+
+
+class _Server(Protocol):
+    async def stop(self) -> None: ...
 
 
 class _Provider(Protocol):
@@ -55,6 +61,20 @@ def bot_env(fake: FakeTelegram, primary: _Provider | None = None, fallback: _Pro
     env["AVAILABLE_PROVIDERS"] = json.dumps(providers)
     env.update({key: str(value) for key, value in settings.items()})
     return env
+
+
+def empty_redis(server: RedisServer) -> str:
+    """`server` running and emptied, so a bot starts from no state; its URL."""
+    if not server.running:
+        server.restart()
+    server.flushall()
+    return server.url
+
+
+async def stop_all(*servers: _Server) -> None:
+    """Stop the fakes, in order."""
+    for server in servers:
+        await server.stop()
 
 
 @dataclass
