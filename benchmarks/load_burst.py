@@ -47,14 +47,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import redis
 from _common import ROOT, FakeLLMProcess, fmt, percentile, rnd
 
-import redis
-
-from luka_bot.core.config import Settings
+from tests.fakes.bot_process import BotProcess, bot_env
 from tests.fakes.fake_telegram import FakeTelegram
 
 SCENARIOS = ("ok", "http500", "hang")
@@ -121,24 +119,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bot_env(fake: FakeTelegram, primary: FakeLLMProcess, fallback: FakeLLMProcess, redis_url: str,
-            args: argparse.Namespace) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in Settings.model_fields}
-    env.update(
-        BOT_TOKEN=fake.token,
-        TELEGRAM_API_URL=fake.url,
-        ADMIN_IDS=str(ADMIN),
-        REDIS_URL=redis_url,
-        OLLAMA_URL=primary.url,
-        OPENAI_API_KEY=OPENAI_KEY,
-        OPENAI_BASE_URL=fallback.v1_url,
-        OLLAMA_TIMEOUT=str(args.timeout),
-        OPENAI_TIMEOUT=str(args.timeout),
-        AVAILABLE_PROVIDERS='{"ollama": ["m1"], "openai": ["g1"]}',
-        LOG_LEVEL="INFO",
-        PYTHONUNBUFFERED="1",
-        PYTHONPATH=str(ROOT),
-    )
+def bot_settings(fake: FakeTelegram, primary: FakeLLMProcess, fallback: FakeLLMProcess, redis_url: str,
+                 args: argparse.Namespace) -> dict[str, str]:
+    env = bot_env(fake, primary, fallback, redis_url=redis_url, admin=ADMIN, openai_key=OPENAI_KEY,
+                  OLLAMA_TIMEOUT=args.timeout, OPENAI_TIMEOUT=args.timeout, LOG_LEVEL="INFO", PYTHONPATH=ROOT)
     for item in args.env:
         key, _, value = item.partition("=")
         env[key] = value
@@ -177,14 +161,11 @@ async def run_scenario(scenario: str, args: argparse.Namespace, store: Redis, pr
     fallback.control(mode="ok", reset=True)
     fake = await FakeTelegram(token=TOKEN).start()
     fake.add_chat(ADMIN, first_name="Admin")
-    log_path = workdir / f"bot-{scenario}.log"
-    with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "luka_bot", cwd=workdir, env=bot_env(fake, primary, fallback, store.url, args),
-            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-        )
+    bot = await BotProcess.start(bot_settings(fake, primary, fallback, store.url, args), workdir,
+                                 log_name=f"bot-{scenario}.log")
+    process = bot.process
     try:
-        await fake.wait_polling(timeout=60)
+        await bot.wait_polling(fake, timeout=60)
         mark = fake.mark()
         fake.send_message("warm up", user_id=WARMUP_USER)
         await fake.wait_for("sendMessage", lambda c: c.params.get("chat_id") == WARMUP_USER
@@ -239,15 +220,9 @@ async def run_scenario(scenario: str, args: argparse.Namespace, store: Redis, pr
         result.max_s = rnd(max(latencies)) if latencies else None
         result.cpu_ms_per_msg = rnd((cpu_after - cpu_before) * 1000 / args.users, 1)
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), timeout=20)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await bot.stop(grace=20)
         await fake.stop()
-    result.tracebacks = log_path.read_text(errors="replace").count("Traceback")
+    result.tracebacks = bot.log().count("Traceback")
     return result
 
 

@@ -38,6 +38,14 @@ def texts(fake: FakeTelegram, admin: int = ADMINS[0]) -> list[str]:
     return [c.params["text"] for c in fake.calls_of("sendMessage") if c.params["chat_id"] == admin]
 
 
+def alerted_env(make_env: Callable[..., Env], bot: Bot, admins: tuple[int, ...] = ADMINS[:1]) -> tuple[Env, AdminAlerts]:
+    """An engine whose health events are announced to `admins` through `bot`."""
+    env = make_env()
+    alerts = AdminAlerts(bot, env.engine, admins)
+    env.engine.add_listener(alerts)
+    return env, alerts
+
+
 async def settled(*alerts: AdminAlerts) -> None:
     for alert in alerts:
         await alert.drain()
@@ -47,9 +55,7 @@ async def test_down_recovered_down_within_one_window_ends_on_down(
     make_env: Callable[..., Env], telegram: tuple[FakeTelegram, Bot],
 ) -> None:
     fake, bot = telegram
-    env = make_env()
-    alerts = AdminAlerts(bot, env.engine, ADMINS)
-    env.engine.add_listener(alerts)
+    env, alerts = alerted_env(make_env, bot, ADMINS)
 
     env.fakes.fail("ollama", lambda: http_error(500, "m1"))
     assert await env.ask() == "openai/g1"
@@ -94,9 +100,7 @@ async def test_down_without_a_working_fallback_does_not_promise_one(
     make_env: Callable[..., Env], telegram: tuple[FakeTelegram, Bot],
 ) -> None:
     fake, bot = telegram
-    env = make_env()
-    alerts = AdminAlerts(bot, env.engine, ADMINS[:1])
-    env.engine.add_listener(alerts)
+    env, alerts = alerted_env(make_env, bot)
 
     env.fakes.fail("openai", lambda: http_error(500, "g1"))
     await env.engine.report_provider_failure("openai", ConnectionError("refused"))  # the fallback cools down first
@@ -115,9 +119,7 @@ async def test_a_cleared_state_announces_the_next_outage(
 ) -> None:
     """`/llm_clear` forgets what admins were told: the next outage is announced, not swallowed."""
     fake, bot = telegram
-    env = make_env()
-    alerts = AdminAlerts(bot, env.engine, ADMINS[:1])
-    env.engine.add_listener(alerts)
+    env, alerts = alerted_env(make_env, bot)
     env.fakes.fail("ollama", lambda: http_error(500, "m1"))
 
     await env.ask()

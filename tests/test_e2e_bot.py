@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from luka_bot.core.config import Settings
+from tests.fakes.bot_process import BotProcess, bot_env, empty_redis, says, stop_all, texts
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.fake_telegram import Call, FakeTelegram
 from tests.fakes.redis_server import RedisServer
@@ -57,33 +54,27 @@ class World:
     primary: FakeLLM
     fallback: FakeLLM
     redis: aioredis.Redis
-    process: asyncio.subprocess.Process
-    log_path: Path
+    bot: BotProcess
     status_texts: list[str]
     shutdown_started: float = 0.0
 
+    @property
+    def process(self) -> asyncio.subprocess.Process:
+        return self.bot.process
+
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.bot.log()
 
     def log_tail(self, chars: int = 4000) -> str:
-        return self.log()[-chars:]
+        return self.bot.log_tail(chars)
 
     async def says(self, chat_id: int, match: str | Callable[[str], bool], *, after: int,
                    timeout: float = WAIT) -> Call:
         """The bot's (successful) sendMessage to `chat_id` whose text equals / satisfies `match`."""
-        check = (lambda text: text == match) if isinstance(match, str) else match
-
-        def predicate(call: Call) -> bool:
-            return call.ok and call.params.get("chat_id") == chat_id and check(call.params.get("text", ""))
-
-        try:
-            return await self.fake.wait_for("sendMessage", predicate, timeout=timeout, after=after)
-        except TimeoutError as error:
-            raise AssertionError(f"{error}\n--- bot log (tail) ---\n{self.log_tail()}") from None
+        return await says(self.fake, chat_id, match, after=after, timeout=timeout, log=self.bot.report)
 
     def texts(self, chat_id: int, *, after: int = 0) -> list[str]:
-        return [c.params.get("text", "") for c in self.fake.calls[after:]
-                if c.method == "sendMessage" and c.ok and c.params.get("chat_id") == chat_id]
+        return texts(self.fake, chat_id, after=after)
 
     async def ask(self, text: str, expected: str | Callable[[str], bool], *, user_id: int = USER,
                   lang: str = "en") -> Call:
@@ -97,59 +88,25 @@ class World:
         return json.loads(raw) if raw is not None else None
 
 
-def bot_env(fake: FakeTelegram, primary: FakeLLM, fallback: FakeLLM, redis_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in Settings.model_fields}
-    env.update(
-        BOT_TOKEN=fake.token,
-        TELEGRAM_API_URL=fake.url,
-        ADMIN_IDS=str(ADMIN),
-        REDIS_URL=redis_url,
-        OLLAMA_URL=primary.url,
-        OPENAI_API_KEY=OPENAI_KEY,
-        OPENAI_BASE_URL=fallback.v1_url,
-        OLLAMA_TIMEOUT="2",
-        OPENAI_TIMEOUT="2",
-        LLM_CONNECT_TIMEOUT="0.5",
-        AVAILABLE_PROVIDERS='{"ollama": ["m1"], "openai": ["g1"]}',
-        LOG_LEVEL="INFO",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    if not redis_server.running:
-        redis_server.restart()
-    redis_server.flushall()
+    empty_redis(redis_server)
     workdir = tmp_path_factory.mktemp("e2e_bot")  # no .env here
-    log_path = workdir / "bot.log"
     fake = await FakeTelegram(token=TOKEN).start()
     fake.add_chat(ADMIN, first_name="Admin")  # alerts go to the admin before they ever write
     primary = await FakeLLM("ollama").start()
     fallback = await FakeLLM("openai").start()
     client = aioredis.from_url(redis_server.url, decode_responses=True)
-    with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "luka_bot", cwd=workdir,
-            env=bot_env(fake, primary, fallback, redis_server.url),
-            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-        )
-    world = World(fake, primary, fallback, client, process, log_path, [])
+    env = bot_env(fake, primary, fallback, redis_url=redis_server.url, admin=ADMIN, openai_key=OPENAI_KEY,
+                  OLLAMA_TIMEOUT=2, OPENAI_TIMEOUT=2, LLM_CONNECT_TIMEOUT=0.5, LOG_LEVEL="INFO")
+    world = World(fake, primary, fallback, client, await BotProcess.start(env, workdir), [])
     try:
-        try:
-            await fake.wait_polling(timeout=30)
-        except TimeoutError as error:
-            raise AssertionError(f"{error}\n--- bot log ---\n{world.log_tail()}") from None
+        await world.bot.wait_polling(fake, timeout=30)
         yield world
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await world.bot.stop()
         await client.aclose()
-        for server in (primary, fallback):
-            await server.stop()
-        await fake.stop()
+        await stop_all(primary, fallback, fake)
         print("\n=== /llm_status as the admin saw it ===\n" + "\n---\n".join(world.status_texts))
 
 

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +22,7 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from luka_bot.core.config import Settings
+from tests.fakes.bot_process import BotProcess, bot_env, empty_redis, says, stop_all
 from tests.fakes.fake_llm import FakeLLM, split_text
 from tests.fakes.fake_telegram import Call, FakeTelegram
 from tests.fakes.redis_server import RedisServer
@@ -84,24 +81,15 @@ class World:
     primary: PacedLLM
     fallback: PacedLLM
     redis: aioredis.Redis
-    process: asyncio.subprocess.Process
-    log_path: Path
+    bot: BotProcess
     transcripts: list[str]
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.bot.log()
 
     async def says(self, chat_id: int, match: str | Callable[[str], bool], *, after: int,
                    timeout: float = WAIT) -> Call:
-        check = (lambda text: text == match) if isinstance(match, str) else match
-
-        def predicate(call: Call) -> bool:
-            return call.ok and call.params.get("chat_id") == chat_id and check(call.params.get("text", ""))
-
-        try:
-            return await self.fake.wait_for("sendMessage", predicate, timeout=timeout, after=after)
-        except TimeoutError as error:
-            raise AssertionError(f"{error}\n--- bot log (tail) ---\n{self.log()[-4000:]}") from None
+        return await says(self.fake, chat_id, match, after=after, timeout=timeout, log=self.bot.report)
 
     def calls(self, method: str, *, after: int, before: int | None = None) -> list[Call]:
         return [c for c in self.fake.calls[after:before] if c.method == method and c.params.get("chat_id") == USER]
@@ -128,53 +116,26 @@ class World:
         return self.transcripts[-1]
 
 
-def bot_env(fake: FakeTelegram, primary: FakeLLM, fallback: FakeLLM, redis_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in Settings.model_fields}
-    env.update(
-        BOT_TOKEN=fake.token, TELEGRAM_API_URL=fake.url, ADMIN_IDS=str(ADMIN), REDIS_URL=redis_url,
-        OLLAMA_URL=primary.url, OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL=fallback.v1_url,
-        OLLAMA_TIMEOUT="5", OPENAI_TIMEOUT="5", LLM_CONNECT_TIMEOUT="0.5",
-        AVAILABLE_PROVIDERS='{"ollama": ["m1"], "openai": ["g1"]}',
-        STREAMING="on", STREAM_DRAFT_INTERVAL="0.05", LOG_LEVEL="INFO", PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    if not redis_server.running:
-        redis_server.restart()
-    redis_server.flushall()
+    empty_redis(redis_server)
     workdir = tmp_path_factory.mktemp("e2e_stream")
-    log_path = workdir / "bot.log"
     fake = await FakeTelegram(token=TOKEN).start()
     fake.add_chat(ADMIN, first_name="Admin")
     primary = await PacedLLM("ollama", reply=PRIMARY_REPLY).start()
     fallback = await PacedLLM("openai", reply=FALLBACK_REPLY).start()
     client = aioredis.from_url(redis_server.url, decode_responses=True)
-    with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "luka_bot", cwd=workdir, env=bot_env(fake, primary, fallback, redis_server.url),
-            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
-    world = World(fake, primary, fallback, client, process, log_path, [])
+    env = bot_env(fake, primary, fallback, redis_url=redis_server.url, admin=ADMIN, openai_key=OPENAI_KEY,
+                  OLLAMA_TIMEOUT=5, OPENAI_TIMEOUT=5, LLM_CONNECT_TIMEOUT=0.5, STREAMING="on",
+                  STREAM_DRAFT_INTERVAL=0.05, LOG_LEVEL="INFO")
+    world = World(fake, primary, fallback, client, await BotProcess.start(env, workdir), [])
     try:
-        try:
-            await fake.wait_polling(timeout=30)
-        except TimeoutError as error:
-            raise AssertionError(f"{error}\n--- bot log ---\n{world.log()[-4000:]}") from None
+        await world.bot.wait_polling(fake, timeout=30)
         yield world
     finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), timeout=10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await world.bot.stop(grace=10)
         await client.aclose()
-        for server in (primary, fallback):
-            await server.stop()
-        await fake.stop()
+        await stop_all(primary, fallback, fake)
         print("\n" + "\n\n".join(world.transcripts))
 
 

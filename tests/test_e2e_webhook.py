@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from luka_bot.core.config import Settings
+from tests.fakes.bot_process import BotProcess, bot_env
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.fakes.redis_server import free_port
@@ -27,35 +25,17 @@ async def _post(url: str, update: dict, secret: str | None) -> int:
         return response.status
 
 
-async def _wait_listening(url: str, process: asyncio.subprocess.Process, log: Path) -> None:
-    for _ in range(1200):  # up to 60 s: start-up imports are slow on a loaded 2-core machine
-        if process.returncode is not None:
-            raise AssertionError("the bot exited:\n" + log.read_text(errors="replace")[-3000:])
-        try:
-            async with aiohttp.ClientSession() as session, session.get(url) as response:
-                if response.status in (404, 405):  # the route only takes POST: the server is up
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError("the webhook server did not come up:\n" + log.read_text(errors="replace")[-3000:])
-
-
 async def test_webhook_mode_answers_updates_and_refuses_unsigned_ones(tmp_path: Path) -> None:
     fake = await FakeTelegram(token=TOKEN).start()
     primary = await FakeLLM("ollama").start()
     port = free_port()
-    log_path = tmp_path / "bot.log"
-    env = {k: v for k, v in os.environ.items() if k not in Settings.model_fields}
-    env.update(BOT_TOKEN=TOKEN, TELEGRAM_API_URL=fake.url, OLLAMA_URL=primary.url,
-               AVAILABLE_PROVIDERS='{"ollama": ["m1"]}', WEBHOOK_URL=f"http://127.0.0.1:{port}",
-               WEBHOOK_HOST="127.0.0.1", WEBHOOK_PORT=str(port), WEBHOOK_SECRET=SECRET, PYTHONUNBUFFERED="1")
-    with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(sys.executable, "-m", "luka_bot", cwd=tmp_path, env=env,
-                                                       stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
+    env = bot_env(fake, primary, WEBHOOK_URL=f"http://127.0.0.1:{port}", WEBHOOK_HOST="127.0.0.1",
+                  WEBHOOK_PORT=port, WEBHOOK_SECRET=SECRET)
+    bot = await BotProcess.start(env, tmp_path)
+    process = bot.process
     hook = f"http://127.0.0.1:{port}/webhook"
     try:
-        await _wait_listening(hook, process, log_path)
+        await bot.wait_listening(hook, timeout=60)  # start-up imports are slow on a loaded 2-core machine
         registered = await fake.wait_for("setWebhook", timeout=20)
         assert registered.params["url"] == hook
         assert registered.params["secret_token"] == SECRET
@@ -78,12 +58,10 @@ async def test_webhook_mode_answers_updates_and_refuses_unsigned_ones(tmp_path: 
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 15) == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await bot.stop()
         await primary.stop()
         await fake.stop()
-    log = log_path.read_text(errors="replace")
+    log = bot.log()
     assert SECRET not in log and TOKEN not in log
     assert "🌐 Webhook set" in log
 

@@ -20,19 +20,15 @@ Short timeouts (1 s read, 0.5 s connect) keep the hang rows short.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from luka_bot.core.config import Settings
+from tests.fakes.bot_process import BotProcess, bot_env, empty_redis, says, stop_all, texts
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.fake_telegram import Call, FakeTelegram
 from tests.fakes.redis_server import RedisServer
@@ -84,24 +80,16 @@ class World:
     primary: FakeLLM
     fallback: FakeLLM
     redis: aioredis.Redis
-    process: asyncio.subprocess.Process
-    log_path: Path
+    bot: BotProcess
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.bot.log()
 
     async def says(self, chat_id: int, check: Callable[[str], bool], *, after: int, timeout: float = WAIT) -> Call:
-        def predicate(call: Call) -> bool:
-            return call.ok and call.params.get("chat_id") == chat_id and check(call.params.get("text", ""))
-
-        try:
-            return await self.fake.wait_for("sendMessage", predicate, timeout=timeout, after=after)
-        except TimeoutError as error:
-            raise AssertionError(f"{error}\n--- bot log (tail) ---\n{self.log()[-4000:]}") from None
+        return await says(self.fake, chat_id, check, after=after, timeout=timeout, log=self.bot.report)
 
     def texts(self, chat_id: int, *, after: int) -> list[str]:
-        return [c.params.get("text", "") for c in self.fake.calls[after:]
-                if c.method == "sendMessage" and c.ok and c.params.get("chat_id") == chat_id]
+        return texts(self.fake, chat_id, after=after)
 
     async def heal(self) -> None:
         """Both providers healthy again, and the bot's fallback state forgotten."""
@@ -116,40 +104,27 @@ class World:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    if not redis_server.running:
-        redis_server.restart()
-    redis_server.flushall()
+    empty_redis(redis_server)
     workdir = tmp_path_factory.mktemp("fault_matrix")
     fake = await FakeTelegram(token=TOKEN).start()
     fake.add_chat(ADMIN, first_name="Admin")
     primary = await FakeLLM("ollama").start()
     fallback = await FakeLLM("openai").start()
     client = aioredis.from_url(redis_server.url, decode_responses=True)
-    env = {k: v for k, v in os.environ.items() if k not in Settings.model_fields}
-    env.update(BOT_TOKEN=fake.token, TELEGRAM_API_URL=fake.url, ADMIN_IDS=str(ADMIN), REDIS_URL=redis_server.url,
-               REDIS_PREFIX=PREFIX, OLLAMA_URL=primary.url, OPENAI_API_KEY=OPENAI_KEY,
-               OPENAI_BASE_URL=fallback.v1_url, OLLAMA_TIMEOUT=str(PROVIDER_TIMEOUT),
-               OPENAI_TIMEOUT=str(PROVIDER_TIMEOUT), LLM_CONNECT_TIMEOUT="0.5", LLM_FAILURE_COOLDOWN="60",
-               AVAILABLE_PROVIDERS='{"ollama": ["m1"], "openai": ["g1"]}', LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
-    log_path = workdir / "bot.log"
-    with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(sys.executable, "-m", "luka_bot", cwd=workdir, env=env,
-                                                       stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
-    world = World(fake, primary, fallback, client, process, log_path)
+    env = bot_env(fake, primary, fallback, redis_url=redis_server.url, admin=ADMIN, openai_key=OPENAI_KEY,
+                  REDIS_PREFIX=PREFIX, OLLAMA_TIMEOUT=PROVIDER_TIMEOUT, OPENAI_TIMEOUT=PROVIDER_TIMEOUT,
+                  LLM_CONNECT_TIMEOUT=0.5, LLM_FAILURE_COOLDOWN=60, LOG_LEVEL="INFO")
+    world = World(fake, primary, fallback, client, await BotProcess.start(env, workdir))
     try:
-        await fake.wait_polling(timeout=30)
+        await world.bot.wait_polling(fake, timeout=30)
         mark = fake.mark()
         fake.send_message("hello", user_id=USER)  # the user's thread exists (and is named) from now on
         await world.says(USER, lambda t: t == "answer from ollama", after=mark)
         yield world
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await world.bot.stop()
         await client.aclose()
-        for server in (primary, fallback):
-            await server.stop()
-        await fake.stop()
+        await stop_all(primary, fallback, fake)
 
 
 @pytest.mark.parametrize("where", ["primary", "fallback", "both"])

@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +32,10 @@ from aiogram import Bot as AiogramBot
 from aiogram import Dispatcher
 from aiogram.types import Update
 
-from luka_bot.core.config import ConfigError, Settings, load_settings
+from luka_bot.core.config import ConfigError, load_settings
 from luka_bot.webhook import UpdatesInFlightLimit
 from tests.conftest import wait_until
+from tests.fakes.bot_process import BotProcess, bot_env, empty_redis, stop_all
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.fakes.redis_server import RedisServer
@@ -77,12 +77,15 @@ class Bot:
     primary: FakeLLM
     fallback: FakeLLM
     redis: aioredis.Redis
-    process: asyncio.subprocess.Process
-    log_path: Path
+    bot: BotProcess
     tasks_path: Path
 
+    @property
+    def process(self) -> asyncio.subprocess.Process:
+        return self.bot.process
+
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.bot.log()
 
     def sockets(self) -> int:
         fd_dir = Path(f"/proc/{self.process.pid}/fd")
@@ -131,39 +134,26 @@ class Bot:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def bot(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bot]:
-    if not redis_server.running:
-        redis_server.restart()
-    redis_server.flushall()
+    empty_redis(redis_server)
     workdir = tmp_path_factory.mktemp("load_burst")
     fake = await FakeTelegram(token=TOKEN).start()
     primary = await FakeLLM("ollama", latency=LATENCY).start()
     fallback = await FakeLLM("openai", latency=LATENCY).start()
     client = aioredis.from_url(redis_server.url, decode_responses=True)
-    env = {k: v for k, v in os.environ.items() if k not in Settings.model_fields}
-    env.update(BOT_TOKEN=fake.token, TELEGRAM_API_URL=fake.url, REDIS_URL=redis_server.url,
-               OLLAMA_URL=primary.url, OPENAI_API_KEY="sk-test-load", OPENAI_BASE_URL=fallback.v1_url,
-               AVAILABLE_PROVIDERS='{"ollama": ["m1"], "openai": ["g1"]}', LOG_LEVEL="INFO", PYTHONUNBUFFERED="1",
-               BOT_MAX_CONCURRENT_UPDATES=str(MAX_UPDATES), LLM_MAX_CONCURRENT_REQUESTS=str(MAX_LLM_REQUESTS))
-    log_path = workdir / "bot.log"
-    with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", WRAPPER, str(workdir / "tasks.json"), cwd=workdir, env=env,
-            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
-    world = Bot(fake, primary, fallback, client, process, log_path, workdir / "tasks.json")
+    env = bot_env(fake, primary, fallback, redis_url=redis_server.url, openai_key="sk-test-load", LOG_LEVEL="INFO",
+                  BOT_MAX_CONCURRENT_UPDATES=MAX_UPDATES, LLM_MAX_CONCURRENT_REQUESTS=MAX_LLM_REQUESTS)
+    process = await BotProcess.start(env, workdir, argv=("-c", WRAPPER, str(workdir / "tasks.json")))
+    world = Bot(fake, primary, fallback, client, process, workdir / "tasks.json")
     try:
-        await fake.wait_polling(timeout=30)
+        await process.wait_polling(fake, timeout=30)
         mark = fake.mark()
         fake.send_message("warm up", user_id=1)
         await fake.wait_for("sendMessage", lambda c: c.params.get("text") in REPLIES, timeout=15, after=mark)
         yield world
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await process.stop()
         await client.aclose()
-        for server in (primary, fallback):
-            await server.stop()
-        await fake.stop()
+        await stop_all(primary, fallback, fake)
 
 
 async def test_bursts_are_all_answered_and_leave_nothing_behind(bot: Bot) -> None:

@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiohttp
 import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
-from luka_bot.core.config import Settings
 from tests.conftest import wait_until
+from tests.fakes.bot_process import BotProcess, bot_env, empty_redis, says, stop_all
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.fake_telegram import Call, FakeTelegram
 from tests.fakes.redis_server import RedisServer, free_port, redis_server_available
@@ -52,8 +48,7 @@ class Replicas:
     primary: FakeLLM
     fallback: FakeLLM
     ports: list[int]
-    processes: list[asyncio.subprocess.Process]
-    logs: list[Path]
+    bots: list[BotProcess]
     http: aiohttp.ClientSession
     update_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     turn: itertools.count = field(default_factory=itertools.count)
@@ -73,13 +68,7 @@ class Replicas:
             assert r.status == 200, await r.text()
 
     async def reply(self, user_id: int, match: Callable[[str], bool], *, after: int) -> Call:
-        def predicate(call: Call) -> bool:
-            return call.ok and call.params.get("chat_id") == user_id and match(call.params.get("text", ""))
-
-        try:
-            return await self.fake.wait_for("sendMessage", predicate, timeout=WAIT, after=after)
-        except TimeoutError as error:
-            raise AssertionError(f"{error}\n{self.log_tails()}") from None
+        return await says(self.fake, user_id, match, after=after, timeout=WAIT, log=self.log_tails)
 
     async def ask(self, text: str, user_id: int, replica: int) -> str:
         """Send and return the bot's answer (the message after any thread name)."""
@@ -116,47 +105,23 @@ class Replicas:
         raise AssertionError(f"{provider} never became {state}\n{self.log_tails()}")
 
     def log_tails(self) -> str:
-        return "\n".join(f"--- replica {i} log (tail) ---\n{p.read_text(errors='replace')[-2500:]}"
-                         for i, p in enumerate(self.logs))
+        return "\n".join(f"--- replica {i} log (tail) ---\n{bot.log_tail(2500)}" for i, bot in enumerate(self.bots))
 
 
 def replica_env(fake: FakeTelegram, primary: FakeLLM, fallback: FakeLLM, redis_url: str, port: int,
                 metrics: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in Settings.model_fields}
-    env.update(
-        BOT_TOKEN=TOKEN, TELEGRAM_API_URL=fake.url, ADMIN_IDS=str(ADMIN), REDIS_URL=redis_url,
-        OLLAMA_URL=primary.url, OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL=fallback.v1_url,
-        OLLAMA_TIMEOUT="5", OPENAI_TIMEOUT="5", LLM_CONNECT_TIMEOUT="1", LLM_FAILURE_COOLDOWN=str(COOLDOWN),
-        AVAILABLE_PROVIDERS='{"ollama": ["m1"], "openai": ["g1"]}',
-        WEBHOOK_URL=f"http://127.0.0.1:{port}", WEBHOOK_HOST="127.0.0.1", WEBHOOK_PORT=str(port),
-        WEBHOOK_SECRET=SECRET, PYTHONUNBUFFERED="1",
-    )
+    env = bot_env(fake, primary, fallback, redis_url=redis_url, admin=ADMIN, openai_key=OPENAI_KEY,
+                  OLLAMA_TIMEOUT=5, OPENAI_TIMEOUT=5, LLM_CONNECT_TIMEOUT=1, LLM_FAILURE_COOLDOWN=COOLDOWN,
+                  WEBHOOK_URL=f"http://127.0.0.1:{port}", WEBHOOK_HOST="127.0.0.1", WEBHOOK_PORT=port,
+                  WEBHOOK_SECRET=SECRET)
     if metrics:
         env.update(METRICS_PORT=str(port), METRICS_HOST="127.0.0.1")
     return env
 
 
-async def _wait_listening(http: aiohttp.ClientSession, port: int, process: asyncio.subprocess.Process,
-                          log: Path) -> None:
-    deadline = asyncio.get_running_loop().time() + 120  # two cold starts share 2 cores with everything else
-    while asyncio.get_running_loop().time() < deadline:
-        if process.returncode is not None:
-            raise AssertionError("a replica exited:\n" + log.read_text(errors="replace")[-3000:])
-        try:
-            async with http.get(f"http://127.0.0.1:{port}/webhook") as response:
-                if response.status in (404, 405):
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError("a replica did not come up:\n" + log.read_text(errors="replace")[-3000:])
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def bot(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Replicas]:
-    if not redis_server.running:
-        redis_server.restart()
-    redis_server.flushall()
+    empty_redis(redis_server)
     workdir = tmp_path_factory.mktemp("replicas")
     fake = await FakeTelegram(token=TOKEN).start()
     fake.add_chat(ADMIN, first_name="Admin")
@@ -166,36 +131,21 @@ async def bot(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactor
     fallback = await FakeLLM("openai", latency=0.05).start()
     http = aiohttp.ClientSession()
     ports = [free_port(), free_port()]
-    processes, logs = [], []
-    for i, port in enumerate(ports):
-        logs.append(workdir / f"replica{i}.log")
-        with logs[-1].open("wb") as log:
-            processes.append(await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "luka_bot", cwd=workdir,
-                env=replica_env(fake, primary, fallback, redis_server.url, port, metrics=i == 0),
-                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log))
-    replicas = Replicas(fake, primary, fallback, ports, processes, logs, http)
+    bots = [await BotProcess.start(replica_env(fake, primary, fallback, redis_server.url, port, metrics=i == 0),
+                                   workdir, log_name=f"replica{i}.log") for i, port in enumerate(ports)]
+    replicas = Replicas(fake, primary, fallback, ports, bots, http)
     try:
-        for port, process, log in zip(ports, processes, logs, strict=True):
-            await _wait_listening(http, port, process, log)
+        for port, bot in zip(ports, bots, strict=True):
+            # two cold starts share 2 cores with everything else
+            await bot.wait_listening(f"http://127.0.0.1:{port}/webhook", timeout=120, name="a replica")
         await wait_until(lambda: len(fake.calls_of("setWebhook")) == 2, rounds=400, interval=0.05)
         yield replicas
     finally:
-        for process in processes:
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                await asyncio.wait_for(process.wait(), 15)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await asyncio.gather(*(bot.stop(grace=15) for bot in bots))
         await http.close()
-        for server in (primary, fallback):
-            await server.stop()
-        await fake.stop()
-    for i, path in enumerate(logs):
-        log = path.read_text(errors="replace")
+        await stop_all(primary, fallback, fake)
+    for i, bot in enumerate(bots):
+        log = bot.log()
         assert "Traceback" not in log, f"replica {i}:\n{log[-3000:]}"
         assert TOKEN not in log and SECRET not in log and OPENAI_KEY not in log
 
