@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 
 from aiogram.exceptions import TelegramAPIError, TelegramRetryAfter
 
+from luka_bot.services.task_cancel import cancel_and_wait
+
 from .capabilities import is_refusal
 from .frames import Frames
 
@@ -79,11 +81,9 @@ class Preview:
             if not self._in_flight:
                 task.cancel()
             await asyncio.wait({task}, timeout=IN_FLIGHT_WAIT)
-            if not task.done():
-                task.cancel()
-                await asyncio.wait({task})
-            if not task.cancelled() and task.exception() is not None:
+            if task.done() and not task.cancelled() and task.exception() is not None:
                 logger.warning("reply preview ended: %r", task.exception())
+            await cancel_and_wait(task, give_up_after=1.0)  # never hold back the final answer
         return self.frames
 
     async def _pump(self) -> None:

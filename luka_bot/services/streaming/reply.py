@@ -20,6 +20,7 @@ from pydantic_ai import Agent, CancellationToken, RunContext
 from pydantic_ai.exceptions import RunCancelled
 from pydantic_ai.messages import AgentStreamEvent, FunctionToolCallEvent, ModelMessage
 
+from luka_bot.services.task_cancel import cancel_and_wait
 from plugins.llm_fallback import LLMFallbackModel, StreamCutError
 
 from .preview import Preview
@@ -96,7 +97,4 @@ async def background(coro: Any) -> Any:
     try:
         yield task
     finally:
-        task.cancel()
-        await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()  # retrieved: never "Task exception was never retrieved"
+        await cancel_and_wait(task)  # a cancel lost inside a Redis call must not hang the reply
