@@ -25,20 +25,12 @@ pytestmark = pytest.mark.timeout(30)
 STORE_LOGGER = "plugins.llm_fallback.stores"
 
 
-class Monotonic:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Outage:
     store: RedisWithLocalFallback
     other: Redis
     """Another process's view of the same Redis (raw keys)."""
-    monotonic: Monotonic
+    monotonic: FakeClock
     server: RedisServer
 
     async def go_down(self) -> None:
@@ -57,7 +49,7 @@ class Outage:
 
 @pytest.fixture
 async def outage(own_redis: RedisServer, clock: FakeClock) -> AsyncIterator[Outage]:
-    monotonic = Monotonic()
+    monotonic = FakeClock(1000.0)
     store = RedisWithLocalFallback(RedisStateStore.from_url(own_redis.url, prefix="llm:", timeout=0.3),
                           MemoryStateStore(clock), retry_interval=5.0, monotonic=monotonic)
     other = Redis.from_url(own_redis.url, decode_responses=True)

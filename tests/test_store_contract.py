@@ -220,26 +220,18 @@ async def test_clear_leaves_keys_outside_the_prefix_alone(redis_url):
 # --- RedisWithLocalFallback over a Redis that goes away -----------------------------------------------------------------------
 
 
-class Monotonic:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class LocalFallbackEnv:
     store: RedisWithLocalFallback
     redis: RedisStateStore
-    monotonic: Monotonic
+    monotonic: FakeClock
     clock: FakeClock
 
 
 @pytest.fixture
 async def local_fallback(own_redis: RedisServer, clock: FakeClock) -> AsyncIterator[LocalFallbackEnv]:
     redis = RedisStateStore.from_url(own_redis.url, prefix="llm:", timeout=0.3)
-    monotonic = Monotonic()
+    monotonic = FakeClock(1000.0)
     store = RedisWithLocalFallback(redis, MemoryStateStore(clock), retry_interval=5.0, monotonic=monotonic)
     yield LocalFallbackEnv(store, redis, monotonic, clock)
     await store.close()
