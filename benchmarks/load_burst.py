@@ -170,7 +170,8 @@ async def run_scenario(scenario: str, args: argparse.Namespace, store: Redis, pr
         fake.send_message("warm up", user_id=WARMUP_USER)
         await fake.wait_for("sendMessage", lambda c: c.params.get("chat_id") == WARMUP_USER
                             and bool(REAL_REPLY.match(c.params.get("text", ""))), timeout=30, after=mark)
-        primary.control(mode=scenario, reset=True)
+        mid_burst = bool(args.fault_at) and scenario != "ok"
+        primary.control(mode="ok" if mid_burst else scenario, reset=True)
         fallback.control(mode="ok", reset=True)
         healthy = set(PROVIDERS) if scenario == "ok" else {"openai"}
         result = Result(scenario, args.users)
@@ -188,6 +189,9 @@ async def run_scenario(scenario: str, args: argparse.Namespace, store: Redis, pr
         deadline = time.monotonic() + args.deadline
         while len(outcome) < args.users and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
+            if mid_burst and len(outcome) >= args.fault_at * args.users:
+                primary.control(mode=scenario)  # the fault lands while the burst is being answered
+                mid_burst = False
             cooled |= store.cooling() & healthy
             calls = fake.calls[seen:]
             seen += len(calls)
@@ -262,6 +266,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=500, help="users writing at once (default 500)")
     parser.add_argument("--scenario", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--fault-at", type=float, default=0.0, metavar="FRACTION",
+                        help="inject the scenario's fault mid-burst, once this share of users has an answer "
+                             "(e.g. 0.3); default: the primary fails from the start")
     parser.add_argument("--latency", type=float, default=0.02, help="providers' answer time, s (default 0.02)")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="OLLAMA_TIMEOUT/OPENAI_TIMEOUT of the bot, s (default 10)")
