@@ -20,6 +20,7 @@ from typing import Self
 
 from redis import Redis
 
+from tests.fakes.processes import terminate
 from tests.fakes.redis_server import HOST, RedisServer, free_port
 
 MASTER_NAME = "luka-master"
@@ -107,13 +108,7 @@ class SentinelCluster:
 
     def stop(self) -> None:
         for process in self._processes:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            terminate(process)
         self._processes.clear()
         if self.replica is not None:
             self.replica.stop()

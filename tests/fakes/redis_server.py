@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Final
 
+from tests.fakes.processes import terminate
+
 HOST: Final = "127.0.0.1"
 STARTUP_TIMEOUT: Final = 5.0
 
@@ -175,15 +177,9 @@ class RedisServer:
         process = self.process
         if process is None:
             return
-        if process.poll() is None:
-            if self.paused:
-                self.resume()
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process.poll() is None and self.paused:
+            self.resume()
+        terminate(process)
         self.paused = False
 
     def _signal(self, sig: signal.Signals) -> None:
