@@ -301,19 +301,26 @@ class LLMProviderFallback:
         snapshot = await self.snapshot()
         return any(p != provider and not snapshot.cooling(p) for p in self.configured)
 
-    async def _strike(self, plan: Plan, step: Step, verdict: Verdict, error: str) -> bool:
-        """A bad reply: that request falls back; `STRIKES_TO_COOL` of them in a window cool the provider."""
+    def _struck_out(self, provider: str) -> bool:
+        """Count one unusable reply of `provider`; True once that makes `STRIKES_TO_COOL` in one
+        cooldown window (the strikes then start over)."""
         now = self.clock()
-        strikes = self._strikes.setdefault(step.provider, deque())
+        strikes = self._strikes.setdefault(provider, deque())
         strikes.append(now)
         while strikes and strikes[0] < now - self.failure_cooldown:
             strikes.popleft()
         if len(strikes) < STRIKES_TO_COOL:
-            logger.info("Provider %s gave an unusable reply (%s): %d of %d before a cooldown",
-                        step.provider, error, len(strikes), STRIKES_TO_COOL)
-            await self._release(plan, step, provider_too=True)
             return False
         strikes.clear()
+        return True
+
+    async def _strike(self, plan: Plan, step: Step, verdict: Verdict, error: str) -> bool:
+        """A bad reply: that request falls back; `STRIKES_TO_COOL` of them in a window cool the provider."""
+        if not self._struck_out(step.provider):
+            logger.info("Provider %s gave an unusable reply (%s): %d of %d before a cooldown",
+                        step.provider, error, len(self._strikes[step.provider]), STRIKES_TO_COOL)
+            await self._release(plan, step, provider_too=True)
+            return False
         await self._record_failure(plan, step, Verdict(verdict.kind, True, True), error)
         return True
 
@@ -337,14 +344,8 @@ class LLMProviderFallback:
         if provider not in self.specs:
             return
         plan.demote(provider)
-        strikes = self._strikes.setdefault(provider, deque())
-        now = self.clock()
-        strikes.append(now)
-        while strikes and strikes[0] < now - self.failure_cooldown:
-            strikes.popleft()
         logger.info("Provider %s replied with output the agent could not use; asking another provider", provider)
-        if len(strikes) >= STRIKES_TO_COOL:
-            strikes.clear()
+        if self._struck_out(provider):
             await self._record_failure(None, None, Verdict(FailureKind.MALFORMED, True, True),
                                        "replies the agent could not use", provider=provider)
 

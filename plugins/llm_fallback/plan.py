@@ -51,7 +51,6 @@ class Plan:
         self._current: Candidate | None = None
         self._deferred: list[Candidate] = []
         self._failed_providers: list[str] = []
-        self._demoted: set[str] = set()
         self._provider_leases: dict[str, tuple[str, str]] = {}
 
     @property
@@ -61,7 +60,6 @@ class Plan:
     def demote(self, provider: str) -> None:
         """Try `provider` only after every other (its last answer was unusable)."""
         if any(c.provider == provider for c in self._queue) and len(self._queue) > 1:
-            self._demoted.add(provider)
             kept = [c for c in self._queue if c.provider != provider]
             self._queue = deque(kept + [last_resort(provider, [m.name for m in self._find(provider).models])])
 
