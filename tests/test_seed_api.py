@@ -212,8 +212,10 @@ async def test_generate_thread_name_returns_cleaned_reply(fallback, servers) -> 
 
     name = await generate_thread_name("Let's plan our holiday in Rome next spring", language="en")
     assert name == "Holiday plans in Rome"
-    system = [m for m in ollama.requests[-1]["messages"] if m["role"] == "system"]
-    assert system and "40" in system[0]["content"]
+    # Our prompt is a system message; pydantic-ai (2.78+) may put its own framing message first.
+    system = [m["content"] for m in ollama.requests[-1]["messages"] if m["role"] == "system"]
+    ours = [content for content in system if "You name conversation threads" in content]
+    assert ours and "at most 40 characters" in ours[0]
 
 
 async def test_agent_factory_uses_the_fallback(fallback, servers) -> None:
