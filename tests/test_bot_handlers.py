@@ -215,7 +215,7 @@ class Env:
 
     async def state(self) -> tuple[Any, ...]:
         """The engine's shared state (force, preferred, cooldowns), without the read time."""
-        snap = await self.engine.snapshot()
+        snap = await self.engine.health.read()
         return snap.forced, snap.preferred, snap.failures, snap.model_failures
 
 

@@ -928,10 +928,10 @@ async def test_a_stale_snapshot_does_not_probe_after_a_failed_probe(make_env, cl
     assert await env.ask() == "openai/g1"
     clock.advance(301)
 
-    stale = await env.engine.snapshot()  # X's read: half-open
+    stale = await env.engine.health.read()  # X's read: half-open
     assert await env.ask() == "openai/g1"  # the probe fails: a new cooldown, lease released
     assert (await env.health("ollama"))["state"] == "cooling"
-    assert await env.engine._take_probe(stale, "ollama") is None
+    assert await env.engine.health.take_probe(stale, "ollama") is None
     assert env.fakes.count("ollama") == 2
 
 

@@ -1,15 +1,19 @@
-"""What the fallback engine tells its listeners (admin alerts, metrics).
+"""What the fallback engine tells its listeners (admin alerts, metrics), and the bus that tells them.
 
 `LLMProviderFallback.add_listener(fn)`: `fn(event)` (sync or async) is called for every event
-below. Listeners must be cheap and must never raise into an LLM call (the engine logs and
-ignores a listener's error). Match on the class you care about; ignore the others.
+below. Listeners must be cheap and must never raise into an LLM call (the bus logs and ignores
+a listener's error). Match on the class you care about; ignore the others.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
+
+logger = logging.getLogger("llm_fallback")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +73,35 @@ class HedgeEvent:
 
 Event = HealthEvent | AttemptEvent | FallbackEvent | HedgeEvent
 Listener = Callable[[Event], Awaitable[None] | None]
+
+
+class EventBus:
+    """The engine's listeners; `publish` awaits async listeners in order, `publish_soon` does not wait."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Listener] = []
+        self._background: set[asyncio.Task[None]] = set()
+
+    def add(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    async def publish(self, event: Event) -> None:
+        for listener in self.listeners:
+            try:
+                result = listener(event)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                logger.exception("LLM fallback listener failed")
+
+    def publish_soon(self, event: Event) -> None:
+        """For frequent events (attempts): async listeners run in the background, the caller goes on."""
+        for listener in self.listeners:
+            try:
+                result = listener(event)
+                if asyncio.iscoroutine(result):
+                    task = asyncio.get_running_loop().create_task(result)
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+            except Exception:
+                logger.exception("LLM fallback listener failed")

@@ -2,7 +2,7 @@
 
 `FallbackMetrics(fallback, registry)` registers itself as an engine listener and counts what
 the engine reports (`events.py`); `await metrics.refresh()` reads the shared provider state
-(`get_provider_stats()`) into the gauges — call it right before each scrape. Every metric lives
+(`status()`) into the gauges: call it right before each scrape. Every metric lives
 in the `CollectorRegistry` you pass (one per app), never in prometheus-client's global one.
 
 | metric | labels | from |
@@ -74,11 +74,9 @@ class FallbackMetrics:
 
     async def refresh(self) -> None:
         """Read the shared state (one store round trip) into `llm_provider_state` and the cooldown gauge."""
-        stats = await self.fallback.get_provider_stats()
-        forced = stats.get("forced_provider")
-        for provider, health in stats["provider_health"].items():
-            current = health.get("state")
+        status = await self.fallback.status()
+        for provider in status.providers:
             for state in STATES:
-                on = provider == forced if state == "forced" else current == state
-                self.provider_state.labels(provider, state).set(1 if on else 0)
-            self.cooldown_left.labels(provider).set(health.get("cooldown_seconds_left") or 0)
+                on = provider.name == status.forced_provider if state == "forced" else provider.state == state
+                self.provider_state.labels(provider.name, state).set(1 if on else 0)
+            self.cooldown_left.labels(provider.name).set(provider.cooldown_seconds_left)

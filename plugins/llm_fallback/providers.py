@@ -1,14 +1,21 @@
-"""Provider definitions: what each provider is, and its pydantic-ai models built once.
+"""The providers: what each one is (`ProviderSpec`), its pydantic-ai models built once, the registry.
 
 Every provider speaks the OpenAI chat-completions protocol (Ollama through its `/v1` API).
 Each gets one `AsyncOpenAI` client, so one HTTP connection pool shared by all its models and
 requests, with SDK retries off (fallback is our retry) and a short connect timeout (a dead
 host is noticed in seconds while a slow generation still has the full read timeout).
+
+Each model is tried through a *gate*: pydantic-ai's own `FallbackModel` over that one model,
+falling back on nothing. It is the public way to get what pydantic-ai does for every model it
+tries: the messages and parameters prepared for that model, `request_timeout` and
+`first_event_timeout` enforced around it, and a stream handed over only once its first event has
+arrived (an error before that is raised while the request can still go to another provider).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -16,6 +23,7 @@ import httpx2
 from openai import AsyncOpenAI
 from pydantic import SecretStr
 from pydantic_ai.models import Model
+from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.ollama import OllamaModel
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.profiles import ModelProfile, merge_profile
@@ -28,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 ProviderKind = Literal["ollama", "openai"]
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
+DEFAULT_SETTING_HINTS = {"openai": "OPENAI_API_KEY", "ollama": "OLLAMA_URL"}
+"""The settings of the two built-in providers, for specs that name none (`ProviderSpec.setting_hint`)."""
 
 
 def ollama_api_url(url: str) -> str:
@@ -51,6 +61,9 @@ class ProviderSpec:
     connect_timeout: float = 3.0
     configured: bool = True
     """False when a required setting (an API key) is missing: shown in status, never tried."""
+    setting_hint: str | None = None
+    """The setting an operator fixes when this provider refuses our credentials or can't be reached
+    (e.g. `OPENAI_API_KEY`); named in logs, alerts and `/llm_force`'s refusals."""
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -96,3 +109,66 @@ class ProviderClient:
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+def _fall_back_on_nothing(error: Exception) -> bool:
+    return False
+
+
+class ProviderRegistry:
+    """Every provider in priority order (configured or not), their models and gates."""
+
+    def __init__(self, specs: Sequence[ProviderSpec], models: Mapping[str, Mapping[str, Model]] | None = None):
+        if not specs:
+            raise ValueError("at least one provider is required")
+        self.specs: dict[str, ProviderSpec] = {spec.name: spec for spec in specs}
+        self.clients: dict[str, ProviderClient] = {}
+        if models is None:
+            self.clients = {spec.name: ProviderClient(spec) for spec in specs if spec.configured}
+            models = {name: client.models for name, client in self.clients.items()}
+        self.models: dict[str, Mapping[str, Model]] = dict(models)
+        self._gates: dict[tuple[str, str], FallbackModel] = {}
+
+    @property
+    def order(self) -> list[str]:
+        return list(self.specs)
+
+    @property
+    def configured(self) -> list[str]:
+        return [name for name, spec in self.specs.items() if spec.configured]
+
+    @property
+    def primary(self) -> str:
+        return self.order[0]
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for spec in self.specs.values() for s in spec.secrets)
+
+    @property
+    def setting_hints(self) -> dict[str, str]:
+        hints = {name: spec.setting_hint or DEFAULT_SETTING_HINTS.get(name) for name, spec in self.specs.items()}
+        return {name: hint for name, hint in hints.items() if hint}
+
+    def spec(self, provider: str) -> ProviderSpec:
+        spec = self.specs.get(provider)
+        if spec is None:
+            raise ValueError(f"unknown provider {provider!r}; known: {', '.join(self.order)}")
+        return spec
+
+    def gate(self, provider: str, model: str) -> FallbackModel:
+        """`provider/model` behind pydantic-ai's first-event and deadline handling (module docstring).
+
+        Built on first use and again if the model was replaced (tests swap models in `models`)."""
+        inner = self.models[provider][model]
+        gate = self._gates.get((provider, model))
+        if gate is None or gate.models[0] is not inner:
+            gate = self._gates[(provider, model)] = FallbackModel(inner, fallback_on=_fall_back_on_nothing)
+        return gate
+
+    def model_list(self, provider: str) -> list[Model]:
+        return list(self.models.get(provider, {}).values())
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()

@@ -1,25 +1,29 @@
-"""What is stored, under which key: the shared fallback state and how it is read.
+"""What is stored, under which key, and what it means now: the shared fallback state as records.
 
 Keys (all under the store's namespace, e.g. `llm:<bot_id>:`):
 
-| key                              | value                      | written by                      |
-|----------------------------------|----------------------------|---------------------------------|
-| `preferred`                      | `Choice` (last that served) | a success, refreshed lazily     |
-| `forced`                         | `Choice` (admin's force)    | `/llm_force`, `force_provider`  |
-| `cooldown:<provider>`            | `FailureRecord`             | a failure that blames it        |
-| `cooldown:<provider>/<model>`    | `FailureRecord` (404 model) | a "model not found"             |
-| `probe:<provider>[/<model>]`     | a random token              | the one request probing it      |
-| `last_error:<provider>`          | `FailureRecord`             | every recorded failure (status) |
+| key                              | value                      | written by (health.py only)      |
+|----------------------------------|----------------------------|----------------------------------|
+| `preferred`                      | `Choice` (last that served) | a success, refreshed lazily      |
+| `forced`                         | `Choice` (admin's force)    | `/llm_force`, `force_provider`   |
+| `cooldown:<provider>`            | `FailureRecord`             | a failure that blames it         |
+| `cooldown:<provider>/<model>`    | `FailureRecord` (404 model) | a "model not found"              |
+| `probe:<provider>[/<model>]`     | a random token              | the one request probing it       |
+| `last_error:<provider>`          | `FailureRecord`             | every recorded failure (status)  |
 
 A `FailureRecord` outlives its cooldown (`FAILURE_MEMORY`): once `until` has passed the provider
-is half-open — one request probes it — until a real success deletes the record. Times in values
+is half-open (one request probes it) until a real success deletes the record. Times in values
 come from the engine's injected clock; store TTLs only collect garbage.
+
+`Snapshot.health()` is the one place where a record becomes a state (healthy, cooling,
+half-open): routing and status read it from there.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from .stores import StateStore
 
@@ -42,12 +46,22 @@ def last_error_key(provider: str) -> str:
     return f"last_error:{provider}"
 
 
+class Health(StrEnum):
+    """What a provider (or one of its models) is now, as routing and status see it."""
+
+    HEALTHY = "healthy"
+    COOLING = "cooling"
+    """Failed recently: skipped (tried only as a last resort) until its cooldown ends."""
+    HALF_OPEN = "half_open"
+    """Its cooldown is over: exactly one request (the probe lease holder) tries it."""
+
+
 @dataclass(frozen=True)
 class FailureRecord:
     """A provider's (or one model's) failure episode; its current cooldown ends at `until`.
 
     `count`: failures recorded in this episode; `ejections`: cooldowns started in a row (the
-    first failure, then each failed probe) — the next cooldown is `ejections × base`, capped.
+    first failure, then each failed probe): the next cooldown is `ejections × base`, capped.
     """
 
     until: float
@@ -109,13 +123,18 @@ class Snapshot:
     def failure(self, provider: str, model: str | None = None) -> FailureRecord | None:
         return self.failures.get(provider) if model is None else self.model_failures.get((provider, model))
 
-    def cooling(self, provider: str, model: str | None = None) -> bool:
+    def health(self, provider: str, model: str | None = None) -> Health:
         record = self.failure(provider, model)
-        return record is not None and record.until > self.now
+        if record is None:
+            return Health.HEALTHY
+        return Health.COOLING if record.until > self.now else Health.HALF_OPEN
 
-    def half_open(self, provider: str, model: str | None = None) -> bool:
-        record = self.failure(provider, model)
-        return record is not None and record.until <= self.now
+    def cooling(self, provider: str, model: str | None = None) -> bool:
+        return self.health(provider, model) is Health.COOLING
+
+    def with_failures(self) -> list[str]:
+        """Providers with a failure on record (theirs or one of their models'), sorted."""
+        return sorted({p for p, r in self.failures.items() if r} | {p for (p, _), r in self.model_failures.items() if r})
 
 
 class StateKeys:
