@@ -40,7 +40,7 @@ async def check_provider(registry: ProviderRegistry, health: ProviderHealth, pro
             await health.failed(None, provider, verdict.kind.value, f"{describe(error)} [check]",
                                 retry_after=verdict.retry_after)
             return reason
-        await health.mark_healthy(provider)
+        await health.mark_healthy(provider, why="check")
         return None
     await health.failed(None, provider, FailureKind.MODEL_MISSING.value,
                         f"none of its models exist there: {reason or 'no model'} [check]")

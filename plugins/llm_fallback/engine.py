@@ -192,7 +192,7 @@ class LLMProviderFallback:
     async def report_provider_success(self, provider: str, context: str | None = None) -> None:
         """Mark a provider healthy from outside a request: its cooldown ends, it becomes preferred."""
         self.providers.spec(provider)
-        await self.health.mark_healthy(provider)
+        await self.health.mark_healthy(provider, why=context)
 
     async def force_provider(self, provider: str, duration_seconds: float = 1800) -> float:
         """Put `provider` first for `duration_seconds` (others stay behind it). Returns the end time."""

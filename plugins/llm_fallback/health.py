@@ -225,13 +225,13 @@ class ProviderHealth:
         strikes.clear()
         return True
 
-    async def mark_healthy(self, provider: str) -> Recovered | None:
+    async def mark_healthy(self, provider: str, *, why: str | None = None) -> Recovered | None:
         """End any failure episode of `provider` whatever was seen (a check or an admin says it works)."""
         self._strikes.pop(provider, None)
         snapshot = await self.read()
         transition = None
         if await self.store.delete(cooldown_key(provider)):
-            logger.warning("✅ Provider %s marked healthy", provider)
+            logger.warning("✅ Provider %s marked healthy%s", provider, f" [{why}]" if why else "")
             transition = Recovered(provider)
             await self.events.publish(HealthEvent("recovered", provider))
         await self._remember_preferred(snapshot, provider)
