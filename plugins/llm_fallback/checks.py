@@ -1,47 +1,83 @@
-"""An explicit "check now": one real, minimal chat completion per provider, classified like any call.
+"""A real, minimal chat completion to a provider: for "check now", recovery probes and readiness checks.
 
 A cheap endpoint answering 200 proves nothing about chat completions (an HTML page on `/models`,
-an OpenAI-compatible server without Ollama's `/api/tags`), so the check asks for one token from
-the provider's models in order (a 404 moves to the next model) and records the outcome in the
-provider's health as a real request would: success ends a cooldown, a failure starts one.
+an OpenAI-compatible server without Ollama's `/api/tags`), so a check asks for one token from
+the provider's models in order (a 404 moves to the next model) and classifies the outcome like
+any call. `check_provider` ("check now") records it in the provider's health as a real request
+would: success ends a cooldown, a failure starts one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pydantic_ai.messages import ModelRequest
 from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.settings import ModelSettings
 
-from .errors import Blame, FailureKind, classify
+from .errors import Blame, FailureKind, Verdict, classify
 from .health import ProviderHealth
 from .providers import ProviderRegistry
 
 CHECK_PROMPT = "Reply with OK."
 
 
-async def check_provider(registry: ProviderRegistry, health: ProviderHealth, provider: str, *, timeout: float,
-                         describe: Callable[[BaseException], str]) -> str | None:
-    """None when `provider` completed a 1-token request, else a short redacted reason (recorded)."""
+@dataclass(frozen=True)
+class CheckResult:
+    """One provider's answer to a check: `verdict` None when a model answered."""
+
+    provider: str
+    verdict: Verdict | None = None
+    error: str | None = None
+    """Short, redacted description of what went wrong."""
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict is None
+
+    @property
+    def reason(self) -> str | None:
+        return None if self.verdict is None else f"{self.verdict.kind.value}: {self.error}"
+
+
+async def try_provider(registry: ProviderRegistry, provider: str, *, timeout: float,
+                       describe: Callable[[BaseException], str], streamed: bool = False) -> CheckResult:
+    """Ask `provider`'s models in order for one token (streamed if asked); records nothing."""
     settings = ModelSettings(max_tokens=1, timeout=timeout, request_timeout=timeout + 1.0)
-    reason: str | None = None
+    prompt = [ModelRequest.user_text_prompt(CHECK_PROMPT)]
+    result = CheckResult(provider, Verdict(FailureKind.MODEL_MISSING, True, Blame.MODEL), "no model")
     for model_name in registry.specs[provider].models:
+        gate = registry.gate(provider, model_name)
         try:
-            await registry.gate(provider, model_name).request(
-                [ModelRequest.user_text_prompt(CHECK_PROMPT)], settings, ModelRequestParameters())
+            if streamed:
+                async with gate.request_stream(prompt, settings, ModelRequestParameters()) as stream:
+                    async for _ in stream:
+                        pass
+            else:
+                await gate.request(prompt, settings, ModelRequestParameters())
         except Exception as error:  # noqa: BLE001 - every outcome is classified and reported
             verdict = classify(error)
-            reason = f"{verdict.kind.value}: {describe(error)}"
+            result = CheckResult(provider, verdict, describe(error))
             if verdict.kind is FailureKind.MODEL_MISSING:
                 continue
-            if verdict.blame is Blame.NONE:
-                return reason  # the provider answered, but refused this request (a 400): it is up, say why
-            await health.failed(None, provider, verdict.kind.value, f"{describe(error)} [check]",
-                                retry_after=verdict.retry_after)
-            return reason
+            return result
+        return CheckResult(provider)
+    return result
+
+
+async def check_provider(registry: ProviderRegistry, health: ProviderHealth, provider: str, *, timeout: float,
+                         describe: Callable[[BaseException], str]) -> str | None:
+    """"Check now": None when `provider` completed a 1-token request, else a short redacted reason (recorded)."""
+    result = await try_provider(registry, provider, timeout=timeout, describe=describe)
+    if result.verdict is None:
         await health.mark_healthy(provider, why="check")
         return None
-    await health.failed(None, provider, FailureKind.MODEL_MISSING.value,
-                        f"none of its models exist there: {reason or 'no model'} [check]")
-    return reason
+    if result.verdict.kind is FailureKind.MODEL_MISSING:
+        await health.failed(None, provider, FailureKind.MODEL_MISSING.value,
+                            f"none of its models exist there: {result.error} [check]")
+    elif result.verdict.blame is not Blame.NONE:
+        await health.failed(None, provider, result.verdict.kind.value, f"{result.error} [check]",
+                            retry_after=result.verdict.retry_after)
+    # else the provider answered, but refused this request (a 400): it is up, say why
+    return result.reason

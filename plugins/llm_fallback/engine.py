@@ -26,14 +26,17 @@ from pydantic_ai.models import Model
 from pydantic_ai.settings import ModelSettings
 
 from .attempt import ProviderAttempt
+from .background import BackgroundChecks
 from .checks import check_provider
 from .errors import AllProvidersFailedError, Blame, FailedAttempt, FailureKind, classify, describe, redact
 from .events import EventBus, HealthEvent, Listener
 from .force import check_force
-from .health import Cleared, ProviderHealth
+from .health import ProviderHealth
+from .transitions import Cleared
 from .hedging import HedgePolicy, Hedging
 from .loop_lag import LoopLagMonitor
 from .plan import Plan, Target, log_choice
+from .policy import Timings
 from .providers import ProviderClient, ProviderRegistry, ProviderSpec
 from .routing import attempt_order
 from .status import FallbackStatus, build_status
@@ -61,6 +64,8 @@ class LLMProviderFallback:
         max_concurrent_requests: int | None = None,
         hedge_delay: float | str | None = None,
         loop_lag: LoopLagMonitor | None = None,
+        recovery_probe_interval: float = 0.0,
+        standby_check_interval: float = 0.0,
     ):
         if failure_cooldown <= 0 or preferred_ttl <= 0:
             raise ValueError("failure_cooldown and preferred_ttl must be positive")
@@ -71,12 +76,19 @@ class LLMProviderFallback:
         self.clock = clock
         self.events = EventBus()
         self.loop_lag = loop_lag or LoopLagMonitor()
+        if recovery_probe_interval < 0 or standby_check_interval < 0:
+            raise ValueError("probe and check intervals must be positive, or 0 (off)")
+        timings = Timings(float(failure_cooldown),
+                          float(max_cooldown if max_cooldown is not None else max(failure_cooldown, 3600.0)),
+                          float(preferred_ttl), float(recovery_probe_interval))
         self.health = ProviderHealth(
             store, {name: spec.models for name, spec in self.providers.specs.items()}, self.providers.configured,
-            events=self.events, clock=clock, failure_cooldown=float(failure_cooldown),
-            max_cooldown=float(max_cooldown if max_cooldown is not None else max(failure_cooldown, 3600.0)),
-            preferred_ttl=float(preferred_ttl), redact=self.redact, setting_hints=self.providers.setting_hints,
+            events=self.events, clock=clock, timings=timings, redact=self.redact,
+            setting_hints=self.providers.setting_hints,
             lease_seconds={name: spec.timeout + PROBE_LEASE_MARGIN for name, spec in self.providers.specs.items()})
+        self.background = BackgroundChecks(self.providers, self.health, self.events, clock=clock,
+                                           recovery_interval=float(recovery_probe_interval),
+                                           standby_interval=float(standby_check_interval), describe=self.describe)
         self.hedging = Hedging(HedgePolicy.from_setting(hedge_delay), self.events, clock)
         self._admission = asyncio.Semaphore(max_concurrent_requests) if max_concurrent_requests else None
         self.max_concurrent_requests = max_concurrent_requests
@@ -212,7 +224,7 @@ class LLMProviderFallback:
     async def status(self) -> FallbackStatus:
         snapshot = await self.health.read()
         return build_status(self.providers, snapshot, await self.health.last_errors(self.order),
-                            hedges_last_hour={p: self.hedging.hedges_last_hour(p) for p in self.order},
+                            await self.health.readiness(self.order), hedges_last_hour={p: self.hedging.hedges_last_hour(p) for p in self.order},
                             store=self.store.kind, hedging=self.hedging.enabled)
 
     async def get_provider_stats(self) -> dict[str, Any]:
@@ -230,6 +242,7 @@ class LLMProviderFallback:
         return dict(zip(providers, results, strict=True))
 
     async def aclose(self) -> None:
+        await self.background.stop()
         self.loop_lag.stop()
         await self.providers.aclose()
         await self.store.close()

@@ -21,17 +21,21 @@ class HealthEvent:
     """A change an operator cares about (alerts are sent for these).
 
     - `down`: `provider` starts a cooldown of `cooldown` seconds (`error` says why);
-    - `recovered`: `provider` served again after a cooldown (or "check now" proved it works);
-    - `all_failed`: one request found no provider that could answer (`attempts` lists them).
+    - `recovered`: `provider` served again after a cooldown (or a probe or "check now" proved it works);
+    - `all_failed`: one request found no provider that could answer (`attempts` lists them);
+    - `standby_failed`: a readiness check of `provider`, idle while `serving` answers, failed
+      (`error`; `setting` is what an operator would fix); `standby_ready`: it passes again.
     """
 
-    kind: Literal["down", "recovered", "all_failed"]
+    kind: Literal["down", "recovered", "all_failed", "standby_failed", "standby_ready"]
     provider: str | None = None
     error: str | None = None
     cooldown: float | None = None
     attempts: tuple[object, ...] = ()
     has_working_fallback: bool = True
     """For `down`: whether another provider is configured and not cooling down."""
+    setting: str | None = None
+    serving: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +75,19 @@ class HedgeEvent:
     delay: float
 
 
-Event = HealthEvent | AttemptEvent | FallbackEvent | HedgeEvent
+@dataclass(frozen=True, slots=True)
+class ProbeEvent:
+    """A background check of `provider`: a recovery probe while it cools, or a readiness check while it idles.
+
+    `outcome`: `ok` or a `FailureKind` value.
+    """
+
+    provider: str
+    purpose: Literal["recovery", "readiness"]
+    outcome: str
+
+
+Event = HealthEvent | AttemptEvent | FallbackEvent | HedgeEvent | ProbeEvent
 Listener = Callable[[Event], Awaitable[None] | None]
 
 

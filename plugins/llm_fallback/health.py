@@ -4,7 +4,8 @@ A provider (or one of its models) is healthy, cooling or half-open (`records.Hea
 stored is a `FailureRecord` per provider / model, shared by every process through the store.
 
     healthy ──failure──▶ cooling ──cooldown over──▶ half-open ──probe succeeds──▶ healthy
-                            ▲                            │
+                            ▲   │                        │
+                            │   └─ background probe ─────┼──────── succeeds ──▶ healthy
                             └───── probe fails ──────────┘  (cooldown × ejections, capped)
 
 - a failure while cooling is counted, and the cooldown's end stays where it is (requests that
@@ -12,105 +13,72 @@ stored is a `FailureRecord` per provider / model, shared by every process throug
 - only the first failure after what a request saw writes (compare-and-set on the record);
 - a success deletes only the record the request saw (a newer failure stays);
 - a half-open provider is tried by the one request holding its probe lease (`take_probe`);
+  while background recovery probes cover it (`background.py`), no user request probes it;
 - bad replies (empty, unusable) are strikes: `STRIKES_TO_COOL` in one cooldown window cool it.
 
 Every transition is returned typed (`CooledDown`, `Recovered`), logged with the operator's log
-markers and published as a `HealthEvent`. Times come from the injected clock: tests never sleep.
+markers and published as a `HealthEvent`. The numbers are `policy.py`'s. Times come from the
+injected clock: tests never sleep.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 from .events import EventBus, HealthEvent
+from .policy import STRIKES_TO_COOL, Strikes, Timings, cooldown_seconds, next_probe_gap
 from .records import (
     FAILURE_MEMORY,
     FORCED,
     PREFERRED,
     Choice,
     FailureRecord,
+    Lease,
+    ProbeSchedule,
+    Readiness,
     Snapshot,
     StateKeys,
+    checker_key,
     cooldown_key,
     last_error_key,
+    last_ok_key,
     probe_key,
+    ready_key,
+    recovery_key,
 )
 from .stores import Clock, StateStore
+from .transitions import Cleared, CooledDown, Recovered
 
 logger = logging.getLogger("llm_fallback")
 
-MAX_RETRY_AFTER = 3600.0
-"""Upper bound for a provider's `Retry-After`."""
-STRIKES_TO_COOL = 3
-"""Bad replies (empty, or output the agent could not use) within one cooldown window that cool a provider."""
-
-
-@dataclass(frozen=True)
-class Lease:
-    """A probe lease held by one request: the key and this holder's random token."""
-
-    key: str
-    token: str
-
-
-@dataclass(frozen=True)
-class CooledDown:
-    """`provider` (or only its `model`) starts a cooldown of `cooldown` seconds."""
-
-    provider: str
-    model: str | None
-    kind: str
-    error: str
-    cooldown: float
-    ejections: int
-    has_working_fallback: bool
-
-
-@dataclass(frozen=True)
-class Recovered:
-    """`provider` served again after a failure episode (`kind`, `error`), or was marked healthy by hand."""
-
-    provider: str
-    kind: str | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class Cleared:
-    """What `clear()` forgot."""
-
-    preferred: str | None
-    forced: str | None
-    cooldowns: list[str]
-
-
-Transition = CooledDown | Recovered
+LAST_OK_REFRESH = 60.0
+"""A provider's last success is written at most this often (status reads it as evidence)."""
 
 
 class ProviderHealth:
     """The shared health of a fixed set of providers (see the module docstring)."""
 
     def __init__(self, store: StateStore, providers: Mapping[str, Sequence[str]], configured: Sequence[str], *,
-                 events: EventBus, clock: Clock, failure_cooldown: float, max_cooldown: float,
-                 preferred_ttl: float, lease_seconds: Mapping[str, float], redact: Callable[[str], str],
-                 setting_hints: Mapping[str, str] | None = None):
+                 events: EventBus, clock: Clock, timings: Timings, lease_seconds: Mapping[str, float],
+                 redact: Callable[[str], str], setting_hints: Mapping[str, str] | None = None):
         self.store = store
         self.configured = tuple(configured)
         self.events = events
         self.clock = clock
-        self.failure_cooldown = failure_cooldown
-        self.max_cooldown = max_cooldown
-        self.preferred_ttl = preferred_ttl
+        self.timings = timings
         self._lease_seconds = dict(lease_seconds)
         self._redact = redact
         self._hints = dict(setting_hints or {})
-        self._keys = StateKeys({name: tuple(models) for name, models in providers.items()})
-        self._strikes: dict[str, deque[float]] = {}
+        grace = max(self._lease_seconds.values(), default=0.0) + timings.recovery_interval
+        self._keys = StateKeys({name: tuple(models) for name, models in providers.items()}, probe_grace=grace)
+        self._strikes = Strikes(timings.failure_cooldown)
         self._logged_preferred: str | None = None
+
+    @property
+    def failure_cooldown(self) -> float:
+        return self.timings.failure_cooldown
 
     async def read(self) -> Snapshot:
         """The shared state now (one store round trip)."""
@@ -120,7 +88,11 @@ class ProviderHealth:
         raws = await self.store.get_many([last_error_key(p) for p in providers])
         return {p: FailureRecord.parse(raw) for p, raw in zip(providers, raws, strict=True)}
 
-    # -- probes
+    async def readiness(self, providers: Sequence[str]) -> dict[str, Readiness | None]:
+        raws = await self.store.get_many([ready_key(p) for p in providers])
+        return {p: Readiness.parse(raw) for p, raw in zip(providers, raws, strict=True)}
+
+    # -- leases
 
     async def take_probe(self, snapshot: Snapshot, provider: str, model: str | None = None) -> Lease | None:
         """The probe lease of a half-open provider (or model), if no other request holds it.
@@ -128,8 +100,8 @@ class ProviderHealth:
         The failure record is read again once the lease is ours: a probe that failed since our
         snapshot wrote a new cooldown before releasing its lease, and that cooldown wins.
         """
-        lease = Lease(probe_key(provider, model), secrets.token_hex(8))
-        if not await self.store.set(lease.key, lease.token, self._lease_seconds[provider], only_if_absent=True):
+        lease = await self._lease(probe_key(provider, model), self._lease_seconds[provider])
+        if lease is None:
             return None
         seen = snapshot.failure(provider, model)
         (current,) = await self.store.get_many([cooldown_key(provider, model)])
@@ -138,26 +110,47 @@ class ProviderHealth:
             return None
         return lease
 
+    async def take_checker(self, provider: str) -> Lease | None:
+        """The lease of the one process that checks `provider` in the background now (expires if it dies)."""
+        return await self._lease(checker_key(provider), self._lease_seconds[provider])
+
     async def release(self, lease: Lease | None) -> None:
         if lease is not None:
             await self.store.delete_if_equal(lease.key, lease.token)
 
+    async def _lease(self, key: str, seconds: float) -> Lease | None:
+        lease = Lease(key, secrets.token_hex(8))
+        return lease if await self.store.set(key, lease.token, seconds, only_if_absent=True) else None
+
     # -- outcomes
 
-    async def succeeded(self, snapshot: Snapshot, provider: str, model: str) -> Recovered | None:
+    async def succeeded(self, snapshot: Snapshot, provider: str, model: str | None, *,
+                        streamed: bool = True, served: bool = True) -> Recovered | None:
         """`provider/model` answered: end the failure episode this request saw, refresh `preferred`.
 
-        Strikes stay: an answer the agent could not use arrives as a success, and is struck after."""
+        Strikes stay: an answer the agent could not use arrives as a success, and is struck after.
+        A provider whose streams were cut is recovered only by a stream that went through.
+        `served`: False for a probe (it answered, but served nobody: `preferred` stays).
+        """
         transition = None
         seen = snapshot.failure(provider)
         # Clear the failure we saw; a newer one (another request failing since) stays.
-        if seen is not None and await self.store.delete_if_equal(cooldown_key(provider), seen.raw):
+        if seen is not None and (streamed or seen.kind != "stream_cut") and \
+                await self.store.delete_if_equal(cooldown_key(provider), seen.raw):
             transition = await self._recovered(Recovered(provider, seen.kind, seen.error))
-        seen_model = snapshot.failure(provider, model)
+        seen_model = snapshot.failure(provider, model) if model else None
         if seen_model is not None:
             await self.store.delete_if_equal(cooldown_key(provider, model), seen_model.raw)
-        await self._remember_preferred(snapshot, provider)
+        await self.answered(snapshot, provider)
+        if served:
+            await self._remember_preferred(snapshot, provider)
         return transition
+
+    async def answered(self, snapshot: Snapshot, provider: str) -> None:
+        """`provider` answered over its API (a success, or a refusal of this request): it is up, not just unfailed."""
+        last_ok = snapshot.last_ok.get(provider)
+        if last_ok is None or snapshot.now - last_ok > LAST_OK_REFRESH:
+            await self.store.set(last_ok_key(provider), str(self.clock()), FAILURE_MEMORY)
 
     async def failed(self, snapshot: Snapshot | None, provider: str, kind: str, error: str, *,
                      model: str | None = None, retry_after: float | None = None) -> CooledDown | None:
@@ -181,8 +174,9 @@ class ProviderHealth:
             record = FailureRecord(seen.until, now, kind, error, seen.count + 1, seen.ejections)
         else:
             ejections = seen.ejections + 1 if seen is not None else 1
-            record = FailureRecord(now + self._cooldown_for(ejections, retry_after), now, kind, error,
-                                   (seen.count if seen else 0) + 1, ejections)
+            cooldown = cooldown_seconds(self.timings.failure_cooldown, ejections, self.timings.max_cooldown,
+                                        retry_after)
+            record = FailureRecord(now + cooldown, now, kind, error, (seen.count if seen else 0) + 1, ejections)
         ttl = max(record.until - now, 1.0) + FAILURE_MEMORY
         # Only the first failure after what this request saw writes: requests that were in flight
         # and fail later must not push the cooldown's end (and the next probe) back.
@@ -198,6 +192,9 @@ class ProviderHealth:
         if not started:
             logger.info("Provider %s failed again while cooling down: %s", target, error)
             return None
+        if model is None and self.timings.recovery_interval > 0 and not (
+                snapshot is not None and snapshot.probed_in_background(provider)):
+            await self._schedule_recovery(provider, ProbeSchedule(now + self.timings.recovery_interval, 0, now))
         transition = CooledDown(provider, model, kind, error, record.until - now, record.ejections,
                                 await self._has_working_fallback(provider))
         grown = f", ×{record.ejections}" if record.ejections > 1 else ""
@@ -213,34 +210,53 @@ class ProviderHealth:
     def strike(self, provider: str) -> bool:
         """Count one unusable reply of `provider`; True once that makes `STRIKES_TO_COOL` in one
         cooldown window (the strikes then start over, and the caller records a failure)."""
-        now = self.clock()
-        strikes = self._strikes.setdefault(provider, deque())
-        strikes.append(now)
-        while strikes and strikes[0] < now - self.failure_cooldown:
-            strikes.popleft()
-        if len(strikes) < STRIKES_TO_COOL:
-            logger.info("Provider %s gave an unusable reply: %d of %d before a cooldown", provider, len(strikes),
+        count = self._strikes.add(provider, self.clock())
+        if count < STRIKES_TO_COOL:
+            logger.info("Provider %s gave an unusable reply: %d of %d before a cooldown", provider, count,
                         STRIKES_TO_COOL)
-            return False
-        strikes.clear()
-        return True
+        return count >= STRIKES_TO_COOL
 
     async def mark_healthy(self, provider: str, *, why: str | None = None) -> Recovered | None:
         """End any failure episode of `provider` whatever was seen (a check or an admin says it works)."""
-        self._strikes.pop(provider, None)
+        self._strikes.forget(provider)
         snapshot = await self.read()
         transition = None
         if await self.store.delete(cooldown_key(provider)):
             logger.warning("✅ Provider %s marked healthy%s", provider, f" [{why}]" if why else "")
             transition = Recovered(provider)
             await self.events.publish(HealthEvent("recovered", provider))
+        await self.store.set(last_ok_key(provider), str(self.clock()), FAILURE_MEMORY)
         await self._remember_preferred(snapshot, provider)
         return transition
+
+    # -- background checks (their schedule is shared: whichever process holds the lease probes)
+
+    async def probe_failed(self, snapshot: Snapshot, provider: str, kind: str, error: str,
+                           retry_after: float | None = None) -> None:
+        """A background recovery probe of a cooling provider failed: it stays cooling; the next probe backs off."""
+        await self.failed(snapshot, provider, kind, error + " [recovery probe]", retry_after=retry_after)
+        schedule = snapshot.recoveries.get(provider)
+        now = self.clock()
+        since = schedule.since if schedule else now
+        gap = next_probe_gap(self.timings.recovery_interval, now - since, self.timings.probe_bound)
+        await self._schedule_recovery(provider, ProbeSchedule(now + gap, (schedule.failures if schedule else 0) + 1,
+                                                              since))
+
+    async def checked(self, provider: str, readiness: Readiness) -> Readiness | None:
+        """Record a readiness check of a standby (it never cools the provider); returns the previous result."""
+        (raw,) = await self.store.get_many([ready_key(provider)])
+        await self.store.set(ready_key(provider), readiness.dump(), FAILURE_MEMORY)
+        if readiness.ok:
+            await self.store.set(last_ok_key(provider), str(readiness.at), FAILURE_MEMORY)
+        return Readiness.parse(raw)
+
+    async def _schedule_recovery(self, provider: str, schedule: ProbeSchedule) -> None:
+        await self.store.set(recovery_key(provider), schedule.dump(), FAILURE_MEMORY)
 
     # -- the admin's choices
 
     async def force(self, provider: str, seconds: float) -> float:
-        """Put `provider` first for `seconds` (limits are checked by the caller: `force.check`)."""
+        """Put `provider` first for `seconds` (limits are checked by the caller: `force.check_force`)."""
         until = self.clock() + seconds
         await self.store.set(FORCED, Choice(provider, until).dump(), seconds)
         logger.warning("🔧 Provider %s forced for %ds", provider, round(seconds))
@@ -252,7 +268,7 @@ class ProviderHealth:
         cleared = Cleared(snapshot.preferred.provider if snapshot.preferred else None,
                           snapshot.forced.provider if snapshot.forced else None, snapshot.with_failures())
         await self.store.clear("*")
-        self._strikes.clear()
+        self._strikes.forget()
         logger.warning("🔧 LLM provider cache cleared: %s", {"preferred": cleared.preferred, "forced": cleared.forced,
                                                              "cooldowns": cleared.cooldowns})
         return cleared
@@ -260,22 +276,18 @@ class ProviderHealth:
     # -- internals
 
     async def _recovered(self, transition: Recovered) -> Recovered:
+        await self.store.delete(recovery_key(transition.provider))
         logger.warning("✅ Provider %s recovered after %s (%s)", transition.provider, transition.kind, transition.error)
         await self.events.publish(HealthEvent("recovered", transition.provider))
         return transition
 
-    def _cooldown_for(self, ejections: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(max(retry_after, 1.0), MAX_RETRY_AFTER)
-        return min(self.failure_cooldown * ejections, self.max_cooldown)
-
     async def _remember_preferred(self, snapshot: Snapshot, provider: str) -> None:
         """Keep `preferred` pointing at the last provider that served, refreshing it lazily."""
         current = snapshot.preferred
-        if current is not None and current.provider == provider and current.until - snapshot.now > self.preferred_ttl / 2:
+        ttl = self.timings.preferred_ttl
+        if current is not None and current.provider == provider and current.until - snapshot.now > ttl / 2:
             return
-        until = self.clock() + self.preferred_ttl
-        await self.store.set(PREFERRED, Choice(provider, until).dump(), self.preferred_ttl)
+        await self.store.set(PREFERRED, Choice(provider, self.clock() + ttl).dump(), ttl)
         if provider != self._logged_preferred:  # a change, logged once (not once per request of a burst)
             self._logged_preferred = provider
             logger.info("✅ Provider %s healthy, cached as preferred", provider)

@@ -12,7 +12,7 @@ in the `CollectorRegistry` you pass (one per app), never in prometheus-client's 
 | `llm_failovers_total` | from_provider, to_provider | `FallbackEvent` |
 | `llm_hedges_total` | provider (the slow one) | `HedgeEvent` |
 | `llm_all_failed_total` | — | `HealthEvent("all_failed")` |
-| `llm_provider_state` | provider, state=`healthy`/`cooling`/`half_open`/`forced` | `refresh()` |
+| `llm_provider_state` | provider, state=`healthy`/`unknown`/`cooling`/`half_open`/`forced` | `refresh()` |
 | `llm_cooldown_seconds_remaining` | provider | `refresh()` |
 
 `forced` is set beside the provider's health state (a forced provider may be cooling too).
@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from .engine import LLMProviderFallback
 from .events import AttemptEvent, Event, FallbackEvent, HealthEvent, HedgeEvent
 
-STATES = ("healthy", "cooling", "half_open", "forced")
+STATES = ("healthy", "unknown", "cooling", "half_open", "forced")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 

@@ -16,11 +16,14 @@ from dataclasses import dataclass
 
 from .errors import Blame, FailedAttempt, FailureKind, Verdict, classify
 from .events import AttemptEvent, EventBus, FallbackEvent
-from .health import Lease, ProviderHealth
-from .records import Snapshot
+from .health import ProviderHealth
+from .records import Lease, Snapshot
 from .routing import Candidate, Why
 
 logger = logging.getLogger("llm_fallback")
+
+ANSWERED = frozenset({FailureKind.REQUEST, FailureKind.REFUSED, FailureKind.MODEL_MISSING, FailureKind.EMPTY})
+"""Failures the provider's own API sent back: it is up (status says so), whatever it thought of the request."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ class Plan:
 
     async def succeeded(self, target: Target, timing: Timing) -> None:
         await self._release(target, provider_too=True)
-        await self.health.succeeded(self.snapshot, target.provider, target.model)
+        await self.health.succeeded(self.snapshot, target.provider, target.model, streamed=timing.streamed)
         self._publish(target, "ok", timing, blamed=False)
         if self._failed_providers and target.provider != self._failed_providers[0]:
             logger.warning("⚠️ Primary provider failed, using fallback: %s", target.provider)
@@ -161,6 +164,8 @@ class Plan:
         """
         if timed_out is not None:
             await self.health.failed(self.snapshot, target.provider, FailureKind.TIMEOUT.value, timed_out)
+        elif timing.first_event is not None:
+            await self.health.answered(self.snapshot, target.provider)
         await self._release(target, provider_too=True)
         self._publish(target, outcome, timing, blamed=timed_out is not None)
 
@@ -177,6 +182,8 @@ class Plan:
         A new cooldown is written before the probe lease is given back: the next lease holder
         then reads it, and does not probe again (`ProviderHealth.take_probe`)."""
         blame = verdict.blame
+        if verdict.kind in ANSWERED:
+            await self.health.answered(self.snapshot, target.provider)
         if blame is Blame.STRIKE:
             blame = Blame.COOLDOWN if self.health.strike(target.provider) else Blame.NONE
         if blame is not Blame.NONE:

@@ -12,13 +12,15 @@ from enum import StrEnum
 from typing import Any
 
 from .providers import ProviderRegistry
-from .records import FailureRecord, Health, Snapshot
+from .records import FailureRecord, Health, Readiness, Snapshot
 
 
 class ProviderState(StrEnum):
-    """`records.Health`, plus "not configured" (a provider without its required settings)."""
+    """`records.Health`, plus "not configured" (a provider without its required settings) and
+    "unknown" (nothing failed, but nothing has shown it works either: never served, never checked)."""
 
     NOT_CONFIGURED = "not_configured"
+    UNKNOWN = "unknown"
     HEALTHY = Health.HEALTHY.value
     COOLING = Health.COOLING.value
     HALF_OPEN = Health.HALF_OPEN.value
@@ -40,6 +42,12 @@ class ProviderStatus:
     hedges_last_hour: int = 0
     setting_hint: str | None = None
     """The setting to fix when it is not configured or refuses our credentials."""
+    next_probe_seconds: int | None = None
+    """Seconds until the next background recovery probe (cooling, probes on)."""
+    ready: bool | None = None
+    """The last readiness check of this provider as an idle standby: passed, failed, or none yet."""
+    ready_checked_seconds_ago: int | None = None
+    ready_error: str | None = None
 
     @property
     def available(self) -> bool:
@@ -51,7 +59,8 @@ class ProviderStatus:
         data.pop("name")
         data["state"] = self.state.value
         data["unavailable_models"] = list(self.unavailable_models or [])
-        data["healthy"] = self.state is ProviderState.HEALTHY
+        # The seed's "healthy": not marked failed (an untried provider is healthy there; `state` says "unknown").
+        data["healthy"] = self.state in (ProviderState.HEALTHY, ProviderState.UNKNOWN)
         data["available"] = self.available
         return data
 
@@ -88,8 +97,17 @@ class FallbackStatus:
         }
 
 
-def build_status(registry: ProviderRegistry, snapshot: Snapshot, last_errors: Mapping[str, FailureRecord | None], *,
-                 hedges_last_hour: Mapping[str, int], store: str, hedging: bool) -> FallbackStatus:
+def _state(configured: bool, health: Health, evidence: bool) -> ProviderState:
+    if not configured:
+        return ProviderState.NOT_CONFIGURED
+    if health is Health.HEALTHY and not evidence:
+        return ProviderState.UNKNOWN
+    return ProviderState(health.value)
+
+
+def build_status(registry: ProviderRegistry, snapshot: Snapshot, last_errors: Mapping[str, FailureRecord | None],
+                 readiness: Mapping[str, Readiness | None], *, hedges_last_hour: Mapping[str, int], store: str,
+                 hedging: bool) -> FallbackStatus:
     now = snapshot.now
     hints = registry.setting_hints
     providers = []
@@ -97,11 +115,13 @@ def build_status(registry: ProviderRegistry, snapshot: Snapshot, last_errors: Ma
         spec = registry.specs[name]
         record = snapshot.failure(name)
         last = last_errors.get(name)
+        ready = readiness.get(name)
         health = snapshot.health(name)
         cooling = health is Health.COOLING
+        schedule = snapshot.recoveries.get(name) if record else None
         providers.append(ProviderStatus(
             name=name,
-            state=ProviderState(health.value) if spec.configured else ProviderState.NOT_CONFIGURED,
+            state=_state(spec.configured, health, snapshot.last_ok.get(name) is not None or last is not None),
             configured=spec.configured,
             models=list(spec.models),
             cooldown_seconds_left=round(record.until - now) if record and cooling else 0,
@@ -113,6 +133,10 @@ def build_status(registry: ProviderRegistry, snapshot: Snapshot, last_errors: Ma
             unavailable_models=[m for m in spec.models if snapshot.cooling(name, m)],
             hedges_last_hour=hedges_last_hour.get(name, 0),
             setting_hint=hints.get(name),
+            next_probe_seconds=max(0, round(schedule.next_at - now)) if schedule else None,
+            ready=ready.ok if ready else None,
+            ready_checked_seconds_ago=round(now - ready.at) if ready else None,
+            ready_error=ready.error if ready else None,
         ))
     forced = snapshot.forced
     return FallbackStatus(
