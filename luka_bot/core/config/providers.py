@@ -2,7 +2,7 @@
 
 Provider priority is the key order of `AVAILABLE_PROVIDERS` (first key = primary), as the seed
 has it; it can be overridden from the environment as JSON, e.g.
-`AVAILABLE_PROVIDERS='{"openai": ["gpt-4-turbo"], "ollama": ["llama3.2"]}'`.
+`AVAILABLE_PROVIDERS='{"openai": ["gpt-6-luna"], "ollama": ["llama3.2"]}'`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ if TYPE_CHECKING:  # the provider clients (pydantic-ai, openai) load only when s
     from plugins.llm_fallback import ProviderSpec
 
 # Provider order: 1st key = primary, 2nd = fallback (dicts keep insertion order).
+# OpenAI's models are ones pydantic-ai lists as current, with no retirement announced in its deprecation
+# table (tests/test_default_models.py fails 30 days before one is due): gpt-6.1-terra and gpt-6-luna are
+# the replacements OpenAI names for gpt-5-mini and gpt-5-nano. Not gpt-6.1-sol (named for gpt-5): it always
+# reasons, and OpenAI refuses tools over Chat Completions while a model reasons, so it could not run the chat.
 AVAILABLE_PROVIDERS: dict[str, list[str]] = {
     "ollama": ["gpt-oss", "llama3.2"],  # 1st key = Primary
-    "openai": ["gpt-5", "gpt-4-turbo"],  # 2nd key = Fallback
+    "openai": ["gpt-6.1-terra", "gpt-6-luna"],  # 2nd key = Fallback
 }
 BUILTIN_PROVIDERS = ("ollama", "openai")
 
