@@ -17,7 +17,7 @@ from datetime import date
 from luka_bot.core.config import Settings
 from plugins.llm_fallback import ProviderSpec
 from plugins.llm_fallback.deprecations import Lifecycle, ModelStatus, model_status, utc_today
-from plugins.llm_fallback.providers import refuses_chat_tools
+from plugins.llm_fallback.providers import DEFAULT_SETTING_HINTS, refuses_chat_tools
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def provider_report(settings: Settings, *, today: date | None = None) -> list[Re
         role = "primary" if index == 0 else "fallback"
         if not spec.configured:
             lines.append(ReportLine(logging.WARNING, f"⚪ LLM provider {spec.name} ({role}): not configured, never "
-                                                     f"tried: {key_setting(spec.name)} is not set"))
+                                                     f"tried: {key_setting(spec)} is not set"))
             continue
         lines.append(ReportLine(logging.INFO, f"🔧 LLM provider {spec.name} ({role}): {spec.base_url}, models "
                                               f"{', '.join(spec.models)}; {key_text(spec)}; "
@@ -92,8 +92,8 @@ def _who_can_answer(primary: str, can_answer: list[str]) -> ReportLine:
     return ReportLine(logging.INFO, f"🔧 LLM providers that can answer, in order: {' → '.join(can_answer)}")
 
 
-def key_setting(provider: str) -> str:
-    return "OPENAI_API_KEY" if provider == "openai" else f"LLM_EXTRA_PROVIDERS[{provider!r}].api_key"
+def key_setting(spec: ProviderSpec) -> str:
+    return spec.setting_hint or DEFAULT_SETTING_HINTS.get(spec.name) or spec.name
 
 
 def models_setting(provider: str) -> str:
@@ -105,7 +105,7 @@ def models_setting(provider: str) -> str:
 def key_text(spec: ProviderSpec) -> str:
     if spec.kind == "ollama":
         return "no key needed"
-    return f"key set ({key_setting(spec.name)})" if spec.api_key is not None else "no key"
+    return f"key set ({key_setting(spec)})" if spec.api_key is not None else "no key"
 
 
 def log_provider_report(settings: Settings, logger: logging.Logger, *, today: date | None = None) -> None:

@@ -264,6 +264,7 @@ def test_extra_provider_can_be_ordered(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (groq.name, groq.kind, groq.base_url, groq.models) == ("groq", "openai", "http://127.0.0.1:1/v1",
                                                                   ("llama-3.1-8b",))
     assert groq.configured is True
+    assert groq.setting_hint == "LLM_EXTRA_PROVIDERS['groq']"  # what logs and alerts tell the operator to fix
     assert OPENAI_KEY not in repr(groq)
 
 

@@ -61,3 +61,28 @@ async def test_the_default_openai_models_answer_an_agent_with_tools_and_structur
             assert (await moderation.run("hello")).output == Verdict(action="allow")
         finally:
             await client.aclose()
+
+
+async def test_reasoning_stays_off_through_the_fallback_engine_as_the_bot_builds_it() -> None:
+    """The model settings survive the engine's per-model gate: a tool-using agent on the fallback's
+    default model reaches OpenAI (here a fake on 127.0.0.1) with reasoning off."""
+    from luka_bot.core.config import load_settings
+    from luka_bot.services.llm_provider_fallback import create_llm_provider_fallback
+    from plugins.llm_fallback import MemoryStateStore, ModelFactory
+
+    async with FakeLLM("openai") as fake:
+        settings = load_settings(_env_file=None, OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=fake.v1_url,
+                                 OLLAMA_URL="http://127.0.0.1:9")  # the primary is down: the fallback answers
+        fallback = create_llm_provider_fallback(settings, MemoryStateStore())
+        try:
+            agent = Agent(ModelFactory(fallback).create())
+
+            @agent.tool_plain
+            def add(a: int, b: int) -> int:
+                return a + b
+
+            assert (await agent.run("hi")).output == "answer from openai"
+        finally:
+            await fallback.aclose()
+    request = fake.requests[-1]
+    assert (request["model"], request["reasoning_effort"]) == (AVAILABLE_PROVIDERS["openai"][0], "none")

@@ -74,7 +74,7 @@ def test_an_extra_provider_names_its_key_setting_and_ollama_models_are_never_ret
         (INFO, "🔧 LLM provider ollama (primary): http://localhost:11434/v1, models gpt-4-turbo; no key needed; "
                "not checked yet"),
         (INFO, "🔧 LLM provider groq (fallback): http://127.0.0.1:9/v1, models llama-3.1-8b; "
-               "key set (LLM_EXTRA_PROVIDERS['groq'].api_key); not checked yet"),
+               "key set (LLM_EXTRA_PROVIDERS['groq']); not checked yet"),
         (INFO, "🔧 LLM providers that can answer, in order: ollama → groq"),
     ]
 

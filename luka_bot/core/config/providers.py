@@ -102,7 +102,7 @@ class ProviderSettings(BaseModel):
                                 connect, configured=self.OPENAI_API_KEY is not None)
         extra = self.LLM_EXTRA_PROVIDERS[name]
         return ProviderSpec(name, "openai", extra.base_url.rstrip("/"), tuple(models), extra.api_key, extra.timeout,
-                            connect)
+                            connect, setting_hint=f"LLM_EXTRA_PROVIDERS[{name!r}]")
 
 
 def _models(preferred: str | None, listed: list[str]) -> tuple[str, ...]:
