@@ -26,6 +26,13 @@ class ReportLine:
     text: str
 
 
+@dataclass(frozen=True)
+class ModelNotice(ReportLine):
+    model: str
+    unusable: bool
+    """Requests to it cannot succeed (retired, or refuses the chat's tools)."""
+
+
 def provider_report(settings: Settings, *, today: date | None = None) -> list[ReportLine]:
     """The start-up lines about the providers, in priority order, then who can answer."""
     today = today or utc_today()
@@ -47,13 +54,6 @@ def provider_report(settings: Settings, *, today: date | None = None) -> list[Re
         if any(model not in unusable for model in spec.models):
             can_answer.append(spec.name)
     return [*lines, _who_can_answer(specs[0].name, can_answer)]
-
-
-@dataclass(frozen=True)
-class ModelNotice(ReportLine):
-    model: str
-    unusable: bool
-    """Requests to it cannot succeed (retired, or refuses the chat's tools)."""
 
 
 def model_notices(specs: Sequence[ProviderSpec], *, today: date | None = None) -> list[ModelNotice]:
