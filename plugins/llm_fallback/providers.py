@@ -10,6 +10,12 @@ falling back on nothing. It is the public way to get what pydantic-ai does for e
 tries: the messages and parameters prepared for that model, `request_timeout` and
 `first_event_timeout` enforced around it, and a stream handed over only once its first event has
 arrived (an error before that is raised while the request can still go to another provider).
+
+OpenAI's GPT-5.4 and later models refuse function tools over Chat Completions while they
+reason (pydantic-ai raises `ModelRequestRejectedError` before sending), and an agent's tools
+and structured output are function tools. So for those models reasoning is turned off
+(`thinking=False`, pydantic-ai's own remedy); a model that always reasons cannot be helped that
+way, and `refuses_chat_tools` names it so start-up can say so.
 """
 
 from __future__ import annotations
@@ -70,6 +76,22 @@ class ProviderSpec:
         return (self.api_key.get_secret_value(),) if self.api_key else ()
 
 
+def _tools_need_reasoning_off(profile: ModelProfile) -> bool:
+    return bool(profile.get("openai_chat_function_tools_require_reasoning_off"))
+
+
+def refuses_chat_tools(kind: ProviderKind, model_name: str) -> bool:
+    """True for a model that takes no tools over Chat Completions whatever its settings (it always reasons)."""
+    profile = (OllamaProvider if kind == "ollama" else OpenAIProvider).model_profile(model_name) or ModelProfile()
+    return _tools_need_reasoning_off(profile) and bool(profile.get("thinking_always_enabled"))
+
+
+def _model_settings(profile: ModelProfile) -> ModelSettings:
+    if _tools_need_reasoning_off(profile):
+        return ModelSettings(max_retries=0, thinking=False)
+    return ModelSettings(max_retries=0)
+
+
 def _strict_streams(provider: OllamaProvider | OpenAIProvider, model_name: str) -> ModelProfile:
     """The provider's profile for `model_name`, where a stream without a finish reason is an error.
 
@@ -91,19 +113,20 @@ class ProviderClient:
             max_retries=0,
             timeout=httpx2.Timeout(spec.timeout, connect=spec.connect_timeout),
         )
-        settings = ModelSettings(max_retries=0)
         self.models: dict[str, Model] = {}
         for model_name in spec.models:
             if spec.kind == "ollama":
                 provider = OllamaProvider(openai_client=self.client)
+                profile = _strict_streams(provider, model_name)
                 self.models[model_name] = OllamaModel(
-                    model_name, provider=provider, settings=settings, profile=_strict_streams(provider, model_name)
+                    model_name, provider=provider, settings=_model_settings(profile), profile=profile
                 )
                 logger.debug("✅ Created ollama model: %s @ %s", model_name, spec.base_url)
             else:
                 provider = OpenAIProvider(openai_client=self.client)
+                profile = _strict_streams(provider, model_name)
                 self.models[model_name] = OpenAIChatModel(
-                    model_name, provider=provider, settings=settings, profile=_strict_streams(provider, model_name)
+                    model_name, provider=provider, settings=_model_settings(profile), profile=profile
                 )
                 logger.debug("✅ Created OpenAI model: %s", model_name)
 

@@ -1,4 +1,4 @@
-"""Streamed replies: the chat handler's answer appears while it is generated (issue 8 §1).
+"""Streamed replies: the chat handler's answer appears while it is generated.
 
 - `ReplyStreaming` (one per bot, injected by the dispatcher as `reply_streaming`): settings,
   what the Bot API server accepts (`StreamCapabilities`), the replies in progress
