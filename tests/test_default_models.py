@@ -64,7 +64,7 @@ async def test_the_default_openai_models_answer_an_agent_with_tools_and_structur
 
 
 async def test_reasoning_stays_off_through_the_fallback_engine_as_the_bot_builds_it() -> None:
-    """The model settings survive the engine's per-model gate: a tool-using agent on the fallback's
+    """The model settings survive the engine's attempts: a tool-using agent on the fallback's
     default model reaches OpenAI (here a fake on 127.0.0.1) with reasoning off."""
     from luka_bot.core.config import load_settings
     from luka_bot.services.llm_provider_fallback import create_llm_provider_fallback

@@ -1,23 +1,33 @@
 """One provider/model tried for one request, from its start to its real end, settled once.
 
-The attempt goes through the model's gate (`providers.ProviderRegistry.gate`: pydantic-ai's
-`FallbackModel` over that one model), so pydantic-ai enforces `request_timeout` (over the whole
-attempt, a stream through its last chunk) and `first_event_timeout`, and hands a stream over only
-once its first event arrived. A streamed attempt's end is the end of its stream: the fallback
-model tells it how the consumer left the stream (`stream_ended`), and a stream that broke off
-after its first event (cut, stalled past the deadline, or ended without a finish reason) is
-recorded as the provider's failure and raised as `StreamCutError`.
+Only public pydantic-ai API: `Model.prepare_messages`, `Model.request`, `Model.request_stream`,
+`StreamedResponse.cancel`, `get` and `time_to_first_chunk`. The deadlines are the attempt's own:
+
+- `first_event_timeout` (and `request_timeout`) bound opening a stream: a model's
+  `request_stream` returns once the provider's first chunk has arrived (pydantic-ai's OpenAI and
+  function models peek it), so an error or a silence before the first token is raised here,
+  while the request can still go to the next provider;
+- `request_timeout` bounds the whole attempt; on a stream, a timer cancels the stream when it
+  passes (`StreamedResponse.cancel()`), and the stream's end reports it. A stall between two
+  chunks is the HTTP client's read timeout (the provider's `timeout`);
+- the events of a stream go to the consumer untouched: no per-event cost.
+
+A streamed attempt's end is the end of its stream: the fallback model tells it how the consumer
+left the stream (`stream_ended`), and a stream that broke off after its first chunk (cut,
+stalled, past its deadline, or ended without a finish reason) is recorded as the provider's
+failure and raised as `StreamCutError`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx2
-from pydantic_ai.exceptions import ModelAPIError
+from pydantic_ai.exceptions import ModelAPIError, ModelRequestTimeout
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ThinkingPart
 from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.settings import ModelSettings
@@ -50,11 +60,11 @@ def _with_short_connect(settings: ModelSettings | None, connect: float) -> Model
 
 
 class ProviderAttempt:
-    def __init__(self, plan: Plan, target: Target, gate: Model, settings: ModelSettings | None, *, streamed: bool,
+    def __init__(self, plan: Plan, target: Target, model: Model, settings: ModelSettings | None, *, streamed: bool,
                  loop_lag: LoopLagMonitor, connect_timeout: float, describe: Callable[[BaseException], str]):
         self.plan = plan
         self.target = target
-        self.gate = gate
+        self.model = model
         self.settings = _with_short_connect(settings, connect_timeout)
         self.streamed = streamed
         self.loop_lag = loop_lag
@@ -64,6 +74,9 @@ class ProviderAttempt:
         self.first_event: float | None = None
         self.settled = False
         self.stack = AsyncExitStack()
+        self.request_timeout: float | None = (settings or {}).get("request_timeout")
+        self.first_event_timeout: float | None = (settings or {}).get("first_event_timeout")
+        self._past_deadline = False
 
     @property
     def provider(self) -> str:
@@ -76,11 +89,33 @@ class ProviderAttempt:
         target.metadata = {**(target.metadata or {}),
                            METADATA_KEY: {"provider": self.provider, "model": self.target.model}}
 
+    def _timeout(self, *, opening: bool) -> tuple[float | None, str]:
+        """Seconds left for this step, and the setting that bounds it."""
+        budgets = []
+        if self.request_timeout:
+            budgets.append((self.request_timeout - self.elapsed(), "request_timeout"))
+        if opening and self.first_event_timeout:
+            budgets.append((self.first_event_timeout - self.elapsed(), "first_event_timeout"))
+        if not budgets:
+            return None, ""
+        left, setting = min(budgets)
+        return max(0.0, left), setting
+
+    def _timed_out(self, setting: str) -> ModelRequestTimeout:
+        limit = self.first_event_timeout if setting == "first_event_timeout" else self.request_timeout
+        return ModelRequestTimeout(self.model.model_name, limit or 0.0, setting=setting)  # type: ignore[arg-type]
+
     # -- running
 
     async def request(self, messages: list[ModelMessage], params: ModelRequestParameters) -> ModelResponse:
         """A non-streamed request; its response is its first event."""
-        response = await self.gate.request(messages, self.settings, params)
+        timeout, setting = self._timeout(opening=False)
+        try:
+            async with asyncio.timeout(timeout):
+                response = await self.model.request(self.model.prepare_messages(messages, params), self.settings,
+                                                    params)
+        except TimeoutError:
+            raise self._timed_out(setting) from None
         self.first_event = self.elapsed()
         if _is_empty(response):
             raise EmptyReply("the reply was empty")
@@ -90,32 +125,57 @@ class ProviderAttempt:
 
     async def open_stream(self, messages: list[ModelMessage], params: ModelRequestParameters,
                           run_context: Any = None) -> StreamedResponse:
-        """Open the stream; it is handed over with its first event (the gate waited for it)."""
+        """Open the stream: it is handed over once the provider's first chunk arrived."""
+        timeout, setting = self._timeout(opening=True)
         try:
-            stream = await self.stack.enter_async_context(
-                self.gate.request_stream(messages, self.settings, params, run_context))
-            if not stream.get().parts:
-                raise EmptyReply("the stream ended without any event")
+            async with asyncio.timeout(timeout):
+                stream = await self.stack.enter_async_context(self.model.request_stream(
+                    self.model.prepare_messages(messages, params), self.settings, params, run_context))
+        except TimeoutError:
+            await self.stack.aclose()
+            raise self._timed_out(setting) from None
         except BaseException:
             await self.stack.aclose()
             raise
         self.first_event = self.elapsed()
         self._stamp(stream)
+        left, _ = self._timeout(opening=False)
+        if left is not None:
+            timer = asyncio.get_running_loop().call_later(left, self._deadline_passed, stream)
+            self.stack.callback(timer.cancel)
         return stream
 
-    async def stream_ended(self, stream: StreamedResponse, error: BaseException | None) -> None:
+    def _deadline_passed(self, stream: StreamedResponse) -> None:
+        self._past_deadline = True
+        task = asyncio.get_running_loop().create_task(stream.cancel())
+        self.stack.push_async_callback(asyncio.gather, task, return_exceptions=True)
+
+    async def stream_ended(self, stream: StreamedResponse, error: BaseException | None) -> bool:
         """The consumer left the stream, normally (`error` None) or with `error` (re-raised by the caller).
 
-        Raises `StreamCutError` when the stream broke off on the provider's side.
+        Raises `StreamCutError` when the stream broke off on the provider's side. Returns True when
+        the stream ended well but held nothing (no text, no tool call): an empty reply, struck.
         """
+        if error is None and self._past_deadline:
+            error = self._timed_out("request_timeout")
         if error is None:
-            await (self.succeeded() if stream.get().state == "complete" else self.abandoned("closed"))
+            response = stream.get()
+            if response.state != "complete":
+                await self.abandoned("closed")
+            elif _is_empty(response):
+                await self.failed(EmptyReply("the stream ended without any content"))
+                return True
+            else:
+                await self.succeeded()
         elif isinstance(error, ModelAPIError):  # the provider's side: cut, stalled, or truncated
             verdict = await self.failed(error)
             if verdict.blame is not Blame.NONE:
                 raise StreamCutError(self.provider, self.target.model, self.describe(error)) from None
+            if self._past_deadline:
+                raise error
         else:  # the consumer's own error, a Stop, the caller going away: nobody's fault
             await self.abandoned("cancelled")
+        return False
 
     # -- settling (each attempt exactly once)
 

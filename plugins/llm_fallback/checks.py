@@ -9,9 +9,11 @@ would: success ends a cooldown, a failure starts one.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic_ai.exceptions import ModelRequestTimeout
 from pydantic_ai.messages import ModelRequest
 from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.settings import ModelSettings
@@ -44,18 +46,24 @@ class CheckResult:
 async def try_provider(registry: ProviderRegistry, provider: str, *, timeout: float,
                        describe: Callable[[BaseException], str], streamed: bool = False) -> CheckResult:
     """Ask `provider`'s models in order for one token (streamed if asked); records nothing."""
-    settings = ModelSettings(max_tokens=1, timeout=timeout, request_timeout=timeout + 1.0)
-    prompt = [ModelRequest.user_text_prompt(CHECK_PROMPT)]
+    settings = ModelSettings(max_tokens=1, timeout=timeout)
+    params = ModelRequestParameters()
     result = CheckResult(provider, Verdict(FailureKind.MODEL_MISSING, True, Blame.MODEL), "no model")
     for model_name in registry.specs[provider].models:
-        gate = registry.gate(provider, model_name)
+        model = registry.model(provider, model_name)
+        prompt = model.prepare_messages([ModelRequest.user_text_prompt(CHECK_PROMPT)], params)
         try:
-            if streamed:
-                async with gate.request_stream(prompt, settings, ModelRequestParameters()) as stream:
-                    async for _ in stream:
-                        pass
-            else:
-                await gate.request(prompt, settings, ModelRequestParameters())
+            async with asyncio.timeout(timeout + 1.0):
+                if streamed:
+                    async with model.request_stream(prompt, settings, params) as stream:
+                        async for _ in stream:
+                            pass
+                else:
+                    await model.request(prompt, settings, params)
+        except TimeoutError:
+            error = ModelRequestTimeout(model.model_name, timeout)
+            result = CheckResult(provider, classify(error), describe(error))
+            return result
         except Exception as error:  # noqa: BLE001 - every outcome is classified and reported
             verdict = classify(error)
             result = CheckResult(provider, verdict, describe(error))

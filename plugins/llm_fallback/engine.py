@@ -160,7 +160,7 @@ class LLMProviderFallback:
         return plan
 
     def attempt(self, plan: Plan, target: Target, settings: ModelSettings | None, *, streamed: bool) -> ProviderAttempt:
-        return ProviderAttempt(plan, target, self.providers.gate(target.provider, target.model), settings,
+        return ProviderAttempt(plan, target, self.providers.model(target.provider, target.model), settings,
                                streamed=streamed, loop_lag=self.loop_lag, describe=self.describe,
                                connect_timeout=self.providers.specs[target.provider].connect_timeout)
 

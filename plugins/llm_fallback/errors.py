@@ -18,6 +18,7 @@ from pydantic_ai.exceptions import (
     ModelAPIError,
     ModelAuthenticationError,
     ModelConnectionError,
+    ModelEmptyResponseError,
     ModelHTTPError,
     ModelNotFoundError,
     ModelQuotaExceededError,
@@ -105,6 +106,8 @@ def classify(error: BaseException, *, after_first_event: bool = False, lag_excus
 
 def _verdict(error: BaseException, after_first_event: bool) -> Verdict:
     if after_first_event:
+        if isinstance(error, EmptyReply):  # a stream whose chunks held nothing: the agent asks again
+            return Verdict(FailureKind.EMPTY, fall_back=False, blame=Blame.STRIKE)
         if isinstance(error, ModelAPIError):
             return Verdict(FailureKind.STREAM_CUT, fall_back=False, blame=Blame.COOLDOWN)
         return Verdict(FailureKind.UNKNOWN, fall_back=False, blame=Blame.NONE)
@@ -118,7 +121,7 @@ def _verdict(error: BaseException, after_first_event: bool) -> Verdict:
         return Verdict(FailureKind.RATE_LIMITED, fall_back=True, blame=Blame.COOLDOWN, retry_after=error.retry_after)
     if isinstance(error, ModelRequestRejectedError):
         return Verdict(FailureKind.REQUEST, fall_back=False, blame=Blame.NONE)
-    if isinstance(error, EmptyReply):
+    if isinstance(error, EmptyReply | ModelEmptyResponseError):
         return Verdict(FailureKind.EMPTY, fall_back=True, blame=Blame.STRIKE)
     if isinstance(error, TIMEOUTS):
         return Verdict(FailureKind.TIMEOUT, fall_back=True, blame=Blame.COOLDOWN)

@@ -65,9 +65,9 @@ class LLMFallbackModel(FallbackModel):
 
     async def _plan(self, messages: list[ModelMessage]) -> Plan:
         plan = await self.engine.plan(pinned=self.pinned)
-        rejected = _rejected_provider(messages)
-        if rejected is not None and self.pinned is None:
-            await plan.rejected_output(rejected)
+        rejected = _rejected_providers(messages)
+        if rejected and self.pinned is None:
+            await plan.rejected_output(rejected[0])
         return plan
 
     async def request(
@@ -111,7 +111,10 @@ class LLMFallbackModel(FallbackModel):
                 except BaseException as error:
                     await attempt.stream_ended(stream, error)
                     raise
-                await attempt.stream_ended(stream, None)
+                if await attempt.stream_ended(stream, None) and \
+                        {attempt.provider, *_rejected_providers(messages)} >= set(plan.order):
+                    # The agent would ask again, but every provider already gave it nothing it could use.
+                    raise await self.engine.report_all_failed(plan.failures, context=self.context)
             finally:
                 await attempt.close()
                 await plan.close()
@@ -141,15 +144,19 @@ MODEL_FAULTS = frozenset({"validation_error", "unknown_tool", "no_output"})
 """Retry causes that mean the model's reply was unusable (not a tool's own `ModelRetry`)."""
 
 
-def _rejected_provider(messages: list[ModelMessage]) -> str | None:
-    """The provider whose last reply the agent could not use (it is asking again), if any."""
-    if len(messages) < 2:
-        return None
-    last, previous = messages[-1], messages[-2]
-    if isinstance(last, ModelRequest) and isinstance(previous, ModelResponse) and any(
-            _is_model_fault(part) for part in last.parts):
-        return answered_by(previous)
-    return None
+def _rejected_providers(messages: list[ModelMessage]) -> list[str]:
+    """The providers whose replies the agent could not use in the retries that end `messages`, latest first."""
+    rejected: list[str] = []
+    index = len(messages) - 1
+    while index >= 1:
+        request, response = messages[index], messages[index - 1]
+        if not (isinstance(request, ModelRequest) and isinstance(response, ModelResponse)
+                and any(_is_model_fault(part) for part in request.parts)):
+            break
+        if (provider := answered_by(response)) is not None:
+            rejected.append(provider)
+        index -= 2
+    return rejected
 
 
 def _is_model_fault(part: object) -> bool:

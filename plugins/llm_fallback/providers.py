@@ -5,12 +5,6 @@ Each gets one `AsyncOpenAI` client, so one HTTP connection pool shared by all it
 requests, with SDK retries off (fallback is our retry) and a short connect timeout (a dead
 host is noticed in seconds while a slow generation still has the full read timeout).
 
-Each model is tried through a *gate*: pydantic-ai's own `FallbackModel` over that one model,
-falling back on nothing. It is the public way to get what pydantic-ai does for every model it
-tries: the messages and parameters prepared for that model, `request_timeout` and
-`first_event_timeout` enforced around it, and a stream handed over only once its first event has
-arrived (an error before that is raised while the request can still go to another provider).
-
 OpenAI's GPT-5.4 and later models refuse function tools over Chat Completions while they
 reason (pydantic-ai raises `ModelRequestRejectedError` before sending), and an agent's tools
 and structured output are function tools. So for those models reasoning is turned off
@@ -29,7 +23,6 @@ import httpx2
 from openai import AsyncOpenAI
 from pydantic import SecretStr
 from pydantic_ai.models import Model
-from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.ollama import OllamaModel
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.profiles import ModelProfile, merge_profile
@@ -134,12 +127,8 @@ class ProviderClient:
         await self.client.close()
 
 
-def _fall_back_on_nothing(error: Exception) -> bool:
-    return False
-
-
 class ProviderRegistry:
-    """Every provider in priority order (configured or not), their models and gates."""
+    """Every provider in priority order (configured or not), and their models."""
 
     def __init__(self, specs: Sequence[ProviderSpec], models: Mapping[str, Mapping[str, Model]] | None = None):
         if not specs:
@@ -150,7 +139,6 @@ class ProviderRegistry:
             self.clients = {spec.name: ProviderClient(spec) for spec in specs if spec.configured}
             models = {name: client.models for name, client in self.clients.items()}
         self.models: dict[str, Mapping[str, Model]] = dict(models)
-        self._gates: dict[tuple[str, str], FallbackModel] = {}
 
     @property
     def order(self) -> list[str]:
@@ -179,15 +167,8 @@ class ProviderRegistry:
             raise ValueError(f"unknown provider {provider!r}; known: {', '.join(self.order)}")
         return spec
 
-    def gate(self, provider: str, model: str) -> FallbackModel:
-        """`provider/model` behind pydantic-ai's first-event and deadline handling (module docstring).
-
-        Built on first use and again if the model was replaced (tests swap models in `models`)."""
-        inner = self.models[provider][model]
-        gate = self._gates.get((provider, model))
-        if gate is None or gate.models[0] is not inner:
-            gate = self._gates[(provider, model)] = FallbackModel(inner, fallback_on=_fall_back_on_nothing)
-        return gate
+    def model(self, provider: str, model: str) -> Model:
+        return self.models[provider][model]
 
     def model_list(self, provider: str) -> list[Model]:
         return list(self.models.get(provider, {}).values())
