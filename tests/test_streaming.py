@@ -32,7 +32,7 @@ from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls
 from luka_bot.core.config import ConfigError, load_settings
 from luka_bot.core.loader import App, build_app
 from luka_bot.services.llm_provider_fallback import set_llm_provider_fallback
-from luka_bot.services.message_text import TELEGRAM_LIMIT, split_text
+from luka_bot.services.message_text import TELEGRAM_LIMIT, Rendered, split_text
 from luka_bot.services.state_stores import build_stores
 from luka_bot.services.streaming import (
     Generations,
@@ -380,8 +380,9 @@ async def test_a_stop_received_by_another_process_stops_the_reply(redis_url: str
 def test_a_draft_of_a_long_reply_shows_its_last_chunk_within_the_limit() -> None:
     long_text = " ".join(f"word{i}" for i in range(2000))
     assert len(long_text) > 2 * TELEGRAM_LIMIT
-    assert visible_tail(long_text) == split_text(long_text)[-1] and len(visible_tail(long_text)) <= TELEGRAM_LIMIT
-    assert visible_tail("short") == "short" and visible_tail("") == ""
+    tail = visible_tail(Rendered(long_text))
+    assert tail.text == split_text(long_text)[-1] and len(tail.text) <= TELEGRAM_LIMIT
+    assert visible_tail(Rendered("short")) == Rendered("short") and visible_tail(Rendered("")) == Rendered("")
 
 
 async def test_fake_drafts_follow_telegrams_rules() -> None:
