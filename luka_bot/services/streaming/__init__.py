@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError
+from aiogram.exceptions import ClientDecodeError, TelegramAPIError
 from aiogram.types import Chat, Message, MessageEntity
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage
@@ -27,7 +27,7 @@ from luka_bot.services.bot_store import BotStore
 from luka_bot.services.message_text import Rendered, split_rendered
 from luka_bot.services.rendering import Formatting, render_markdown
 
-from .capabilities import PreviewMode, StreamCapabilities, is_refusal
+from .capabilities import FrameError, PreviewMode, StreamCapabilities, is_refusal
 from .frames import DraftFrames, EditFrames, Frames, Render
 from .generations import Generations
 from .preview import Preview
@@ -84,7 +84,7 @@ class StreamedReply:
         self.frames: Frames | None = frames
         self._replaced: list[Frames] = []
 
-    def _refused(self, frames: Frames, error: TelegramAPIError) -> Frames | None:
+    def _refused(self, frames: Frames, error: FrameError) -> Frames | None:
         self._replaced.append(frames)
         mode = self.streaming.capabilities.refused(self.chat.type, frames.mode, error)
         if mode is PreviewMode.EDIT:
@@ -112,7 +112,7 @@ class StreamedReply:
         if self.frames is not None:
             try:
                 chunks = await self.frames.finish(chunks)
-            except TelegramAPIError as error:  # the preview can't become the answer: remove it, send anew
+            except (TelegramAPIError, ClientDecodeError) as error:  # the preview can't become the answer
                 if is_refusal(error):
                     self.streaming.capabilities.refused(self.chat.type, self.frames.mode, error)
                 await self.frames.discard()
