@@ -21,7 +21,7 @@ import pytest_asyncio
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import TelegramBadRequest, TelegramNotFound, TelegramRetryAfter
+from aiogram.exceptions import ClientDecodeError, TelegramBadRequest, TelegramNotFound, TelegramRetryAfter
 from aiogram.methods import SendMessageDraft
 from aiogram.types import Message, Update
 from pydantic_ai import Agent, Tool
@@ -42,6 +42,7 @@ from luka_bot.services.streaming import (
     SideEffectsRan,
     StreamCapabilities,
 )
+from luka_bot.services.streaming.capabilities import is_refusal
 from luka_bot.services.streaming.frames import EditFrames, visible_tail
 from luka_bot.services.streaming.preview import Preview
 from luka_bot.services.streaming.reply import stream_reply
@@ -231,6 +232,21 @@ async def test_a_refused_method_moves_down_once_with_one_log_line(caplog: pytest
     assert capabilities.refused("private", PreviewMode.EDIT, edit_refused) is PreviewMode.NONE
     lines = [r.getMessage() for r in caplog.records if "refused in private chats" in r.getMessage()]
     assert len(lines) == 2 and "method not found" in lines[0], lines
+
+
+async def test_an_answer_that_is_not_the_bot_apis_is_a_refusal_logged_in_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    page = "<html>\n<head><title>404 Not Found</title></head>\n<body>nginx</body>\n</html>"
+    error = ClientDecodeError("Failed to decode object", ValueError("Expecting value"), page)
+    capabilities = StreamCapabilities()
+    caplog.set_level(logging.WARNING)
+    assert is_refusal(error)
+    assert capabilities.refused("private", PreviewMode.DRAFT, error) is PreviewMode.EDIT
+    assert capabilities.mode_for("private") is PreviewMode.EDIT, "remembered: the next reply does not try drafts"
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "not a Bot API answer: '<html> <head><title>404 Not Found</title></head> <body>nginx" in line
+    assert "\n" not in line
 
 
 async def test_a_chat_specific_bad_request_is_not_a_refusal(clock: FakeClock) -> None:
