@@ -20,7 +20,7 @@ from aiogram.types import MessageEntity
 
 from luka_bot.core.config import ConfigError, load_settings
 from luka_bot.services.message_text import TELEGRAM_LIMIT, Rendered, split_rendered, utf16_len
-from luka_bot.services.rendering import Formatting, render_markdown
+from luka_bot.services.rendering import Formatting, render_draft, render_markdown
 from luka_bot.services.streaming.frames import DraftFrames, EditFrames
 from tests.fakes.fake_telegram import FakeTelegram, check_entities
 from tests.model_answers import PATHLIB, long_answer
@@ -70,9 +70,10 @@ def test_offsets_count_utf16_units_after_an_emoji() -> None:
 def test_every_prefix_of_a_stream_renders_safely() -> None:
     """A draft is any prefix: an unclosed ** or `, a fence cut anywhere; each frame must be accepted."""
     for end in range(1, len(PATHLIB) + 1):
-        rendered = render_markdown(PATHLIB[:end])
-        assert rendered.text.strip(), end
-        telegram_accepts(rendered)
+        for render in (render_draft, render_markdown):
+            rendered = render(PATHLIB[:end])
+            assert rendered.text.strip(), end
+            telegram_accepts(rendered)
 
 
 def test_a_draft_cut_mid_fence_shows_the_code_so_far_as_code() -> None:
@@ -81,8 +82,18 @@ def test_a_draft_cut_mid_fence_shows_the_code_so_far_as_code() -> None:
     assert rendered.text.endswith("text = Path(file_name).") and "```" not in rendered.text
     (code,) = entities_of(rendered, "pre")
     assert code.startswith("from pathlib import Path") and code.endswith("Path(file_name)."), code
-    half_bold = render_markdown("This is **very important and")
-    assert half_bold == Rendered("This is **very important and"), "an unclosed ** stays as written until closed"
+    assert render_draft(cut) == rendered, "the fence needs no closing: CommonMark runs it to the end"
+
+
+def test_a_draft_shows_the_phrase_being_written_as_it_will_be() -> None:
+    draft = render_draft("1. **Install it** with `pip install my_pkg`\n2. **Then run it with `my_pkg --di")
+    assert draft.text == "1. Install it with pip install my_pkg\n2. Then run it with my_pkg --di"
+    assert entities_of(draft, "bold") == ["Install it", "Then run it with my_pkg --di"]
+    assert entities_of(draft, "code") == ["pip install my_pkg", "my_pkg --di"]
+    assert render_draft("Hello **").text == "Hello", "a marker just opened shows nothing yet"
+    assert render_draft("2**3 is 8").text == "2**3 is 8", "an exponent is not an opener"
+    assert render_markdown("This is **very important and").text == "This is **very important and", \
+        "a final text is rendered as written: a ** never closed stays"
 
 
 def test_html_tags_outside_code_are_shown_not_dropped() -> None:
@@ -184,8 +195,8 @@ async def test_draft_and_edit_frames_carry_the_same_entities_as_the_message(
 ) -> None:
     fake, bot = telegram
     partial = PATHLIB[:PATHLIB.index("### Options")]
-    await DraftFrames(bot, USER, 7, render=render_markdown).send(partial)
-    edits = EditFrames(bot, USER, render=render_markdown)
+    await DraftFrames(bot, USER, 7, render=render_draft).send(partial)
+    edits = EditFrames(bot, USER, render=render_draft)
     await edits.send(partial[:40])
     await edits.send(partial)
     (draft,) = fake.calls_of("sendMessageDraft")

@@ -80,7 +80,7 @@ def build_router() -> Router:
                     logger.info("⏹ reply to user %s stopped by the user after %d characters", user_id,
                                 len(stop.partial))
                     await _discard(name_task)
-                    await reply.deliver(message, stopped(reply_streaming.render(stop.partial)))
+                    await reply.deliver(message, stopped(reply_streaming.render_draft(stop.partial)))
                     return
                 except Exception as error:  # noqa: BLE001 - the user gets an apology, never a traceback
                     logger.error("chat reply failed for user %s: %s", user_id, type(error).__name__)

@@ -50,13 +50,20 @@ class Rendered:
         text = "".join(parts) + self.text[at:]
         return text if utf16_len(text) <= TELEGRAM_LIMIT else self.text
 
-    def then_plain(self, suffix: str) -> Rendered:
-        """This text, without its trailing blanks, followed by `suffix` unformatted."""
+    def rstrip(self) -> Rendered:
+        """Without trailing blanks (entities clipped to match), as Telegram would store it."""
         head = self.text.rstrip(_BLANK)
+        if len(head) == len(self.text):
+            return self
         end = utf16_len(head)
         entities = tuple(e if e.offset + e.length <= end else e.model_copy(update={"length": end - e.offset})
                          for e in self.entities if e.offset < end)
-        return Rendered(head + suffix, entities)
+        return Rendered(head, entities)
+
+    def then_plain(self, suffix: str) -> Rendered:
+        """This text, without its trailing blanks, followed by `suffix` unformatted."""
+        head = self.rstrip()
+        return Rendered(head.text + suffix, head.entities)
 
 
 def utf16_len(text: str) -> int:

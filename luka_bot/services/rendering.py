@@ -3,8 +3,9 @@
 `render_markdown` turns what a model writes (CommonMark with GitHub's tables, strikethrough and
 task lists) into text + `MessageEntity` objects with `telegramify-markdown`: **bold**, lists,
 code blocks with their language, links, tables (as a monospaced block), quotes. Text that is
-not finished yet renders too: an unclosed code fence is a code block up to the end, an unclosed
-`**` stays as written — so a draft and the final message render the same way.
+not finished yet renders too (`render_draft`): an unclosed code fence is a code block up to the
+end, and the paragraph being written gets its open `**` or backtick closed for the frame, so a
+phrase is bold while it streams, as it will be in the final message.
 
 Telegram gets no parse mode, so it parses nothing; what it may still refuse is an entity
 itself (a link address it does not accept, say). `Formatting.send` then sends the same text
@@ -38,6 +39,7 @@ for _level in range(1, 7):  # headings are bold (and underlined for the top two)
     setattr(_CONFIG.markdown_symbol, f"heading_level_{_level}", "")
 # An HTML tag outside code: CommonMark would pass it through as HTML, which Telegram can't show.
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
+_CODE_SPAN = re.compile(r"`[^`]*`")
 _LINK_SCHEMES = frozenset({"http", "https", "tg"})
 # Copying a validated entity costs a tenth of validating a new one (aiogram's models validate).
 _ENTITY = MessageEntity(type="bold", offset=0, length=1)
@@ -51,7 +53,36 @@ def render_markdown(markdown: str) -> Rendered:
     return Rendered(text, tuple(
         _ENTITY.model_copy(update={"type": e.type, "offset": e.offset, "length": e.length, "url": e.url,
                                    "language": e.language})
-        for e in entities if e.length > 0 and (e.type != "text_link" or _linkable(e.url))))
+        for e in entities if e.length > 0 and (e.type != "text_link" or _linkable(e.url)))).rstrip()
+
+
+def render_draft(markdown: str) -> Rendered:
+    """A frame of a reply still being written: `render_markdown` with the last paragraph's markup closed."""
+    return render_markdown(close_open_markup(markdown))
+
+
+def close_open_markup(markdown: str) -> str:
+    """Close the backtick and the `**` that the paragraph being written left open (outside code blocks).
+
+    A `**` glued to a word before it (`2**3`) is not taken for an opener: it may be an exponent.
+    """
+    if markdown.count("```") % 2:  # inside a code fence: CommonMark already shows it as code to the end
+        return markdown
+    text = markdown.rstrip()
+    fence = text.rfind("```")
+    paragraph = text[max(text.rfind("\n\n") + 1, fence + 3 if fence >= 0 else 0):]  # after the last code block
+    if paragraph.count("`") % 2:
+        if text.endswith("`"):  # just opened: nothing to show in it yet
+            return text[:-1]
+        text, paragraph = text + "`", paragraph + "`"
+    outside_code = _CODE_SPAN.sub("", paragraph)
+    if outside_code.count("**") % 2:
+        if text.endswith("**"):
+            return text[:-2]
+        opener = outside_code.rfind("**")
+        if opener == 0 or not outside_code[opener - 1].isalnum():
+            text += "**"
+    return text
 
 
 def _literal_html(markdown: str) -> str:

@@ -7,8 +7,9 @@
   restarted after a cut, stoppable), or `PlainReply` when STREAMING=off;
 - `TypingAction`: "typing…" that never leaks a failed background task.
 
-Model text is rendered (`render_markdown`, or kept plain when MARKDOWN=off) the same way for
-every frame and for the final messages; texts of the bot's own (`Rendered`) go as they are.
+Model text is rendered (`render_markdown`; its frames with `render_draft`, which closes the
+markup the stream left open; plain when MARKDOWN=off) the same way in the frames and in the
+final messages; texts of the bot's own (`Rendered`) go as they are.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pydantic_ai.messages import ModelMessage
 
 from luka_bot.services.bot_store import BotStore
 from luka_bot.services.message_text import Rendered, split_rendered
-from luka_bot.services.rendering import Formatting, render_markdown
+from luka_bot.services.rendering import Formatting, render_draft, render_markdown
 
 from .capabilities import FrameError, PreviewMode, StreamCapabilities, is_refusal
 from .frames import DraftFrames, EditFrames, Frames, Render
@@ -125,6 +126,8 @@ class ReplyStreaming:
         self.enabled = enabled
         self.interval = interval
         self.render: Render = render_markdown if markdown else Rendered
+        self.render_draft: Render = render_draft if markdown else Rendered
+        """A reply still being written (its frames, a stopped reply's partial text)."""
         self.capabilities = StreamCapabilities()
         self.generations = Generations(store)
 
@@ -132,9 +135,9 @@ class ReplyStreaming:
                    formatting: Formatting | None = None) -> Frames | None:
         mode = self.capabilities.mode_for(chat.type)
         if mode is PreviewMode.DRAFT:
-            return DraftFrames(bot, chat.id, draft_id, thread_id, render=self.render, formatting=formatting)
+            return DraftFrames(bot, chat.id, draft_id, thread_id, render=self.render_draft, formatting=formatting)
         if mode is PreviewMode.EDIT:
-            return EditFrames(bot, chat.id, thread_id, render=self.render, formatting=formatting)
+            return EditFrames(bot, chat.id, thread_id, render=self.render_draft, formatting=formatting)
         return None
 
     @contextlib.asynccontextmanager
