@@ -571,12 +571,14 @@ async def _moderation_on(env: Env) -> None:
 
 async def test_moderation_deletes_a_message_and_posts_a_notice(env: Env) -> None:
     await _moderation_on(env)
-    env.primary.reply = '{"action": "delete", "reason": "spam"}'
+    env.primary.reply = '{"action": "delete", "reason": "**spam** with `links`"}'
     await env.say("BUY CHEAP PILLS http://spam.example", user_id=2002, chat_id=GROUP, first_name="Spammer")
     (delete,) = env.api.of("deleteMessage")
     assert int(delete.params["chat_id"]) == GROUP
-    assert env.api.texts(GROUP)[-1] == "🛡 A message from Spammer was removed: spam"
-    assert env.api.sent(GROUP)[-1].get("parse_mode") is None
+    assert env.api.texts(GROUP)[-1] == "🛡 A message from Spammer was removed: **spam** with `links`", \
+        "a moderation notice stays plain, the model's reason as written"
+    notice = env.api.sent(GROUP)[-1]
+    assert notice.get("parse_mode") is None and "entities" not in notice
 
 
 async def test_moderation_cannot_delete_logs_and_skips(env: Env, caplog: pytest.LogCaptureFixture) -> None:

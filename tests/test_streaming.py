@@ -113,6 +113,24 @@ async def test_streaming_off_is_typing_then_one_message(make_app: Callable[..., 
     assert env.fake.calls_of("sendChatAction"), "typing… while the model works"
 
 
+@pytest.mark.parametrize("streaming", ["on", "off"])
+@pytest.mark.parametrize(("markdown", "text", "entities"), [
+    ("on", "Use bold and code", [("bold", 4, 4), ("code", 13, 4)]),
+    ("off", "Use **bold** and `code`", None),  # exactly as the model wrote it
+])
+async def test_the_answer_is_formatted_unless_markdown_is_off(
+    make_app: Callable[..., Awaitable[Env]], streaming: str, markdown: str, text: str, entities: Any,
+) -> None:
+    env = await make_app(STREAMING=streaming, MARKDOWN=markdown)
+    env.primary.reply = "Use **bold** and `code`"
+    await env.say("/new")
+    await env.say("hello")
+    (answer,) = [c for c in env.fake.calls_of("sendMessage") if c.params.get("text") == text]
+    assert "parse_mode" not in answer.params
+    got = answer.params.get("entities")
+    assert ([(e["type"], e["offset"], e["length"]) for e in got] if got else None) == entities
+
+
 async def test_a_reply_complete_before_the_first_frame_needs_no_draft(make_app: Callable[..., Awaitable[Env]]) -> None:
     env = await make_app()  # FakeLLM streams its whole reply in a few ms: less than FIRST_FRAME_DELAY
     await env.say("/new")
