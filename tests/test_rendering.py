@@ -20,8 +20,8 @@ from aiogram.types import MessageEntity
 
 from luka_bot.core.config import ConfigError, load_settings
 from luka_bot.services.message_text import TELEGRAM_LIMIT, Rendered, split_rendered, utf16_len
-from luka_bot.services.rendering import Formatting, render_draft, render_markdown
-from luka_bot.services.streaming.frames import DraftFrames, EditFrames
+from luka_bot.services.rendering import Formatting, recent_blocks, render_draft, render_markdown
+from luka_bot.services.streaming.frames import DraftFrames, EditFrames, frame_of
 from tests.fakes.fake_telegram import FakeTelegram, check_entities
 from tests.model_answers import PATHLIB, long_answer
 
@@ -150,6 +150,17 @@ def test_bold_text_and_links_are_not_cut_when_a_space_outside_them_will_do() -> 
     for chunk in chunks:
         assert all(text in (" ".join(["bold"] * 30), " ".join(["link"] * 30))
                    for kind in ("bold", "text_link") for text in entities_of(chunk, kind))
+
+
+def test_a_frame_of_a_long_reply_renders_only_its_end_and_shows_its_last_message() -> None:
+    answer = long_answer(60)  # ~44k characters
+    frame = frame_of(answer, render_draft)
+    assert answer.endswith(recent_blocks(answer)) and len(recent_blocks(answer)) < len(answer) // 3
+    assert utf16_len(frame.text) <= TELEGRAM_LIMIT and frame.text.endswith("return total_60")
+    telegram_accepts(frame)
+    shorter = long_answer(13)
+    assert frame_of(shorter, render_draft) == split_rendered(render_draft(shorter))[-1], \
+        "up to 12k characters the frame is exactly the final split's last message"
 
 
 # --- sending: Telegram refusing the entities -------------------------------------------------------

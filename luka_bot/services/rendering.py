@@ -27,7 +27,7 @@ from aiogram.types import MessageEntity
 from telegramify_markdown import RenderConfig, convert
 from telegramify_markdown.converter import STANDARD_OPTIONS
 
-from .message_text import Rendered
+from .message_text import TELEGRAM_LIMIT, Rendered
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,20 @@ def render_markdown(markdown: str) -> Rendered:
 def render_draft(markdown: str) -> Rendered:
     """A frame of a reply still being written: `render_markdown` with the last paragraph's markup closed."""
     return render_markdown(close_open_markup(markdown))
+
+
+def recent_blocks(markdown: str, keep: int = 3 * TELEGRAM_LIMIT) -> str:
+    """The end of a long text, from a paragraph break outside code blocks, at least `keep` characters long.
+
+    A frame shows only the last message's worth of a reply: rendering just its end keeps the cost
+    of a frame bounded (about 5 ms) however long the reply grows; rendering is linear in the text.
+    Up to `keep` characters the frame is exactly the last message the final split will send.
+    """
+    cut = markdown.rfind("\n\n", 0, len(markdown) - keep) if len(markdown) > keep else -1
+    # Not inside a code block, and before a block that starts at the margin (not a list's continuation).
+    while cut > 0 and (markdown.count("```", 0, cut) % 2 or markdown[cut + 2:cut + 3] in (" ", "\t", "\n")):
+        cut = markdown.rfind("\n\n", 0, cut)
+    return markdown[cut + 2:] if cut > 0 else markdown
 
 
 def close_open_markup(markdown: str) -> str:

@@ -15,7 +15,7 @@ from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
 from aiogram.types import Message, MessageEntity
 
 from luka_bot.services.message_text import Rendered, split_rendered
-from luka_bot.services.rendering import Formatting
+from luka_bot.services.rendering import Formatting, recent_blocks
 
 from .capabilities import PreviewMode
 
@@ -26,6 +26,11 @@ Render = Callable[[str], Rendered]
 def visible_tail(rendered: Rendered) -> Rendered:
     """What fits in one message: the text, or its last chunk as the final split will send it."""
     return split_rendered(rendered)[-1] if rendered.text else rendered
+
+
+def frame_of(text: str, render: Render) -> Rendered:
+    """The frame for the reply so far: its last message's worth, rendered."""
+    return visible_tail(render(recent_blocks(text)))
 
 
 class Frames(Protocol):
@@ -60,7 +65,7 @@ class DraftFrames:
 
     async def send(self, text: str) -> None:
         # "" shows Telegram's "Thinking…" placeholder: a restarted reply starts from it.
-        await self.formatting.send(self._draft, visible_tail(self.render(text)) if text.strip() else Rendered(""))
+        await self.formatting.send(self._draft, frame_of(text, self.render) if text.strip() else Rendered(""))
 
     async def _draft(self, text: str, entities: list[MessageEntity] | None) -> None:
         await self.bot.send_message_draft(chat_id=self.chat_id, draft_id=self.draft_id, text=text, entities=entities,
@@ -88,7 +93,7 @@ class EditFrames:
         self.message_id: int | None = None
 
     async def send(self, text: str) -> None:
-        frame = visible_tail(self.render(text)) if text.strip() else PLACEHOLDER
+        frame = frame_of(text, self.render) if text.strip() else PLACEHOLDER
         if self.message_id is None:
             if text.strip():
                 sent = await self.formatting.send(self._first, frame)
