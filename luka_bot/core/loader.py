@@ -78,7 +78,8 @@ def build_app(settings: Settings, *, fallback: LLMProviderFallback | None = None
                     conversations=Conversations(bot_store, max_messages=settings.HISTORY_MAX_MESSAGES,
                                                 ttl=settings.HISTORY_TTL),
                     reply_streaming=ReplyStreaming(enabled=settings.STREAMING == "on",
-                                                   interval=settings.STREAM_DRAFT_INTERVAL, store=bot_store))
+                                                   interval=settings.STREAM_DRAFT_INTERVAL, store=bot_store,
+                                                   markdown=settings.MARKDOWN == "on"))
     metrics = setup_metrics(settings, fallback, dp)  # None unless METRICS_PORT is set
     SimpleI18nMiddleware(i18n).setup(dp)
     setup_llm_fallback(dp, fallback, admin_ids=settings.ADMIN_IDS, models=LLMModelFactory(fallback),

@@ -1,4 +1,5 @@
-"""How the bot process runs: logs, metrics, how many updates at once, conversations, streamed replies."""
+"""How the bot process runs: logs, metrics, how many updates at once, conversations, streamed replies,
+formatting."""
 
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ class BotSettings(BaseModel):
     # at most ~1 message per second per chat and ~30 per second overall, and flood control answers 429 beyond.
     STREAM_DRAFT_INTERVAL: float = Field(1.0, ge=0.05, le=30)
 
+    # on: the model's Markdown is shown formatted (text + Telegram entities: bold, lists, code blocks, links,
+    # tables), drafts included; off: the model's text as it was written, plain.
+    MARKDOWN: Literal["on", "off"] = "on"
+
     @field_validator("LOG_LEVEL")
     @classmethod
     def _log_level(cls, value: str) -> str:
@@ -47,7 +52,7 @@ class BotSettings(BaseModel):
                              "(or unset METRICS_PORT)")
         return value
 
-    @field_validator("STREAMING", mode="before")
+    @field_validator("STREAMING", "MARKDOWN", mode="before")
     @classmethod
     def _on_off(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
