@@ -87,7 +87,14 @@ def render_status(current: FallbackStatus) -> str:
             state += f" (set {provider.setting_hint})"
         if provider.unavailable_models:
             state += f"; models not found: {', '.join(provider.unavailable_models)}"
+        if provider.ready is not None:
+            checked = f"standby check {duration(provider.ready_checked_seconds_ago or 0)} ago"
+            state += f"; {checked}: ready" if provider.ready else f"; {checked}: can't answer"
+            if not provider.ready and not provider.last_error:
+                last = provider.ready_error or "-"
         left = duration(provider.cooldown_seconds_left) if provider.cooldown_seconds_left else "-"
+        if provider.next_probe_seconds is not None:
+            left += f" (probe in {duration(provider.next_probe_seconds)})"
         rows.append((str(index), provider.name, state, left, str(provider.failures), last))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()

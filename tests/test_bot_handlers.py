@@ -360,7 +360,7 @@ async def test_admin_status_in_russian(env: Env) -> None:
     await env.say("/llm_status", user_id=ADMIN, lang="ru")
     (params,) = env.api.sent(ADMIN)
     assert params["text"].startswith("🤖 LLM-провайдеры")
-    assert "1. ollama — 🟢 работает" in params["text"]
+    assert "1. ollama — ⚪ неизвестно: ещё не использовался и не проверялся" in params["text"]  # nothing asked yet
     assert "Хранилище состояния: память (этот процесс)" in params["text"]
 
 
@@ -384,7 +384,8 @@ async def test_status_lists_providers_in_order_with_health_and_the_keyboard(env:
     assert lines[1].startswith("1. ollama — 🔴 cooling down, ")
     assert "(failures: 1)" in lines[1]
     assert lines[2].strip().startswith("last error ")
-    assert lines[3] == "2. openai — 🟢 healthy"
+    assert lines[3].strip().startswith("next recovery probe in ")
+    assert lines[4] == "2. openai — 🟢 healthy"
     assert "Preferred (cached): openai" in lines
     assert "Forced: none" in lines
     assert "State store: memory (this process)" in lines

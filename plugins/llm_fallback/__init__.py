@@ -12,7 +12,7 @@
 from .attempt import answered_by
 from .engine import LLMProviderFallback
 from .errors import AllProvidersFailedError, FailedAttempt, FailureKind, StreamCutError, classify, redact
-from .events import AttemptEvent, Event, FallbackEvent, HealthEvent, HedgeEvent
+from .events import AttemptEvent, Event, FallbackEvent, HealthEvent, HedgeEvent, ProbeEvent
 from .factory import ModelFactory
 from .force import DEFAULT_FORCE_SECONDS, MAX_FORCE_SECONDS, MIN_FORCE_SECONDS, ForceError, check_force, parse_force
 from .hedging import HedgePolicy
@@ -54,6 +54,7 @@ __all__ = [
     "MemoryStateStore",
     "ModelFactory",
     "PendingWrite",
+    "ProbeEvent",
     "ProviderSpec",
     "ProviderState",
     "ProviderStatus",

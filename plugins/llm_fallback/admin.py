@@ -82,6 +82,13 @@ def render_status(status: FallbackStatus) -> Text:
                                           count=provider.hedges_last_hour)))
         if provider.unavailable_models:
             lines.append(as_line("   ", _("models not found: {models}", models=", ".join(provider.unavailable_models))))
+        if provider.next_probe_seconds is not None:
+            lines.append(as_line("   ", _("next recovery probe in {left}", left=duration(provider.next_probe_seconds))))
+        if provider.ready is not None:
+            ago = duration(provider.ready_checked_seconds_ago or 0)
+            lines.append(as_line("   ", _("standby check {ago} ago: ready", ago=ago) if provider.ready
+                                 else _("standby check {ago} ago: can't answer: {error}", ago=ago,
+                                        error=provider.ready_error or "?")))
     lines.append(as_line(_("Preferred (cached): {provider}", provider=status.preferred_provider or _("none"))))
     if status.forced_provider:
         lines.append(as_line(_("Forced: {provider}, {left} left", provider=status.forced_provider,
@@ -103,6 +110,8 @@ def _state_text(provider: ProviderStatus) -> str:
         return text
     if provider.state is ProviderState.HALF_OPEN:
         return _("🟡 cooldown over, next request probes it")
+    if provider.state is ProviderState.UNKNOWN:
+        return _("⚪ unknown: not tried or checked yet")
     return _("🟢 healthy")
 
 
