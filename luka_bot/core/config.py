@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     LLM_MAX_CONCURRENT_REQUESTS: int = Field(64, ge=0)
     # --- end of admission control ---
 
+    # Durable inbox (docs/operations.md, "Durable inbox"): seconds an unanswered message may go unrefreshed
+    # by its process before another process takes it over (a live process refreshes every quarter of it).
+    INBOX_ORPHAN_AFTER: float = Field(30.0, ge=1, le=3600)
+    # An answer sent this many seconds or more after its question quotes the question (0: never).
+    LATE_ANSWER_QUOTE_AFTER: float = Field(60.0, ge=0)
+
     # Conversations
     HISTORY_MAX_MESSAGES: int = Field(20, ge=2, le=200)
     HISTORY_TTL: int = Field(7 * 24 * 3600, gt=0)
