@@ -22,7 +22,16 @@ from aiogram.methods import SendMessage
 from aiogram.types import Message, Update
 from redis.asyncio import Redis
 
-from luka_bot.services.inbox import DUPLICATE, Inbox, InboxMiddleware, Keeper, QuoteLateAnswers, RedisInboxLog
+from luka_bot.core.config import load_settings
+from luka_bot.services.inbox import (
+    DUPLICATE,
+    Inbox,
+    InboxMiddleware,
+    Keeper,
+    QuoteLateAnswers,
+    RedisInboxLog,
+    read_inbox_stats,
+)
 from luka_bot.services.inbox.telegram import Handling
 from plugins.llm_fallback import SharedRedis
 from tests.conftest import FakeClock
@@ -352,3 +361,13 @@ async def test_a_late_answer_quotes_its_question() -> None:
     assert sent[2].reply_parameters.message_id == late.message.message_id
     assert sent[3].reply_parameters is None, "only in the question's chat"
     await bot.session.close()
+
+
+async def test_the_shell_reads_what_waits_without_a_running_bot(cluster: Callable[[str], Node], redis_url: str) -> None:
+    """What `luka-bot llm status` shows: the shared inbox, read from Redis (nothing without Redis)."""
+    node = cluster("a")
+    await node.receive(message(1, "waiting"), message(2, "waiting too"))
+    stats = await read_inbox_stats(load_settings(_env_file=None, BOT_TOKEN="42:TEST", REDIS_URL=redis_url))
+    assert stats is not None and (stats.pending, stats.kind) == (2, "redis")
+    assert stats.oldest_seconds is not None and 0 <= stats.oldest_seconds < 60
+    assert await read_inbox_stats(load_settings(_env_file=None, BOT_TOKEN="42:TEST")) is None

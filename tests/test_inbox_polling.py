@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from tests.conftest import wait_until
-from tests.fakes.bot_process import BotProcess, bot_env, says, stop_all, texts
+from tests.fakes.bot_process import BotProcess, bot_env, log_tails, says, stop_all, texts
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.fake_telegram import Call, FakeTelegram
 from tests.fakes.redis_server import RedisServer, redis_server_available
@@ -143,7 +143,7 @@ class World:
                           log=self.logs)
 
     def logs(self) -> str:
-        return "\n".join(f"--- bot {i} log (tail) ---\n{bot.log_tail(2500)}" for i, bot in enumerate(self.bots))
+        return log_tails(self.bots)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

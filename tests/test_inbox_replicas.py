@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fakes.bot_process import BotProcess, bot_env, says, stop_all
+from tests.fakes.bot_process import BotProcess, bot_env, log_tails, says, stop_all
 from tests.fakes.fake_telegram import Call, FakeTelegram
 from tests.fakes.redis_server import RedisServer, free_port, redis_server_available
 from tests.test_inbox_polling import EchoLLM, answers
@@ -65,7 +65,7 @@ class Replicas:
         return {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
 
     def logs(self) -> str:
-        return "\n".join(f"--- replica {i} log (tail) ---\n{b.log_tail(2500)}" for i, b in enumerate(self.bots))
+        return log_tails(self.bots, "replica")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -188,6 +188,11 @@ class Inbox:
 
     def _release(self, entry: InboxEntry) -> None:
         self.unfinished.pop(entry, None)
+        outcomes = self._received.get(entry.update_id)
+        if outcomes and entry in outcomes:  # finished without being handled (given up, not an update)
+            outcomes.remove(entry)
+            if not outcomes:
+                del self._received[entry.update_id]
         self.turns.leave(entry)
         entry.done.set()
         self._progress.set()

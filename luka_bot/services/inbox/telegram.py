@@ -137,7 +137,6 @@ class Handling:
         self.start(self.bot, update)
 
     def start_finish(self, entry: InboxEntry) -> None:
-        self.inbox.unfinished.pop(entry, None)
         task = asyncio.create_task(self.inbox.finish(entry))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
