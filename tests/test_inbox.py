@@ -23,10 +23,12 @@ from aiogram.types import Message, Update
 from redis.asyncio import Redis
 
 from luka_bot.core.config import load_settings
+from luka_bot.core.i18n import build_i18n
 from luka_bot.services.inbox import (
     DUPLICATE,
     Inbox,
     InboxMiddleware,
+    InboxStats,
     Keeper,
     QuoteLateAnswers,
     RedisInboxLog,
@@ -82,9 +84,10 @@ class Node:
         return outcomes
 
 
-def build_node(shared: SharedRedis | None, consumer: str, *, monotonic: FakeClock | None = None) -> Node:
+def build_node(shared: SharedRedis | None, consumer: str, *, monotonic: FakeClock | None = None,
+               max_backlog: int = 100) -> Node:
     log = RedisInboxLog(shared.client, prefix=PREFIX, consumer=consumer) if shared else None
-    inbox = Inbox(log, shared, orphan_after=ORPHAN_AFTER, max_backlog=100,
+    inbox = Inbox(log, shared, orphan_after=ORPHAN_AFTER, max_backlog=max_backlog,
                   monotonic=monotonic or FakeClock(1000.0))
     dp = Dispatcher()
     dp.update.outer_middleware(InboxMiddleware(inbox, limit=8))
@@ -106,15 +109,16 @@ def build_node(shared: SharedRedis | None, consumer: str, *, monotonic: FakeCloc
 
 
 @pytest.fixture
-async def cluster(redis_url: str) -> AsyncIterator[Callable[[str], Node]]:
+async def cluster(redis_url: str) -> AsyncIterator[Callable[..., Node]]:
     """`cluster("a")`: a new process on the test's Redis."""
     clients: list[Redis] = []
     nodes: list[Node] = []
 
-    def make(consumer: str) -> Node:
+    def make(consumer: str, **options: Any) -> Node:
         client = Redis.from_url(redis_url, decode_responses=True, socket_timeout=0.5)
         clients.append(client)
-        nodes.append(build_node(SharedRedis(client, retry_interval=5.0, monotonic=FakeClock(1000.0)), consumer))
+        shared = SharedRedis(client, retry_interval=5.0, monotonic=FakeClock(1000.0))
+        nodes.append(build_node(shared, consumer, **options))
         return nodes[-1]
 
     yield make
@@ -231,6 +235,22 @@ async def test_a_stopped_process_entries_are_claimed_and_answered_in_chat_order(
     await wait_until(lambda: not alive.inbox.unfinished)
     assert (await alive.inbox.stats()).pending == 0
     assert alive.inbox.claimed_total == 3
+
+
+async def test_a_full_backlog_waiting_for_a_stopped_process_still_claims_its_entries(
+        cluster: Callable[..., Node]) -> None:
+    """The restarted bot's backlog fills with chats' next messages, all waiting for the first ones the
+    killed process held: claiming those must not wait for room, or nothing would ever move."""
+    dead, restarted = cluster("dead"), cluster("restarted", max_backlog=2)
+    await dead.receive(message(1, "first of 1"), message(2, "first of 2"))
+    await restarted.receive(message(1, "next of 1"), message(2, "next of 2"))
+    assert len(restarted.inbox.unfinished) == restarted.inbox.max_backlog
+    for text in ("first of 1", "first of 2", "next of 1", "next of 2"):
+        restarted.gate(text).set()
+    await age(dead, ORPHAN_AFTER + 1)
+    assert restarted.keeper is not None and await restarted.keeper.claim() == 2
+    await wait_until(lambda: len(restarted.answered) == 4)
+    assert restarted.answered.index("first of 1") < restarted.answered.index("next of 1")
 
 
 async def test_a_live_process_keeps_its_slow_replies(cluster: Callable[[str], Node]) -> None:
@@ -371,3 +391,16 @@ async def test_the_shell_reads_what_waits_without_a_running_bot(cluster: Callabl
     assert stats is not None and (stats.pending, stats.kind) == (2, "redis")
     assert stats.oldest_seconds is not None and 0 <= stats.oldest_seconds < 60
     assert await read_inbox_stats(load_settings(_env_file=None, BOT_TOKEN="42:TEST")) is None
+
+
+def test_the_status_line_says_what_waits_in_english_and_russian() -> None:
+    """The line `/llm_status` and `luka-bot llm status` show (their renderers add `stats.summary()`)."""
+    i18n = build_i18n()
+    waiting = InboxStats(3, 75.0, "redis")
+    with i18n.context(), i18n.use_locale("en"):
+        assert waiting.summary() == "📥 Messages waiting for an answer: 3, the oldest for 1m 15s"
+        assert InboxStats(0, None, "memory").summary() == (
+            "📥 Messages waiting for an answer: none (this process only, not durable: set REDIS_URL)")
+    with i18n.context(), i18n.use_locale("ru"):
+        assert waiting.summary() == "📥 Сообщений ждут ответа: 3, самое давнее — 1 мин 15 с"
+        assert "Redis не отвечает" in InboxStats(1, 2.0, "degraded").summary()

@@ -11,6 +11,8 @@ from typing import Any
 
 from aiogram.types import Update
 
+from plugins.llm_fallback.texts import _, duration
+
 DUPLICATE: Any = type("Duplicate", (), {"__repr__": lambda self: "DUPLICATE"})()
 """`Inbox.accept`'s outcome for an update already received (Telegram sent it again): not handled again."""
 
@@ -83,6 +85,19 @@ class InboxStats:
     @property
     def durable(self) -> bool:
         return self.kind == "redis"
+
+    def summary(self) -> str:
+        """One translated status line (`/llm_status`, `luka-bot llm status`): what waits for an answer."""
+        if self.pending:
+            line = _("📥 Messages waiting for an answer: {count}, the oldest for {age}",
+                     count=self.pending, age=duration(self.oldest_seconds or 0))
+        else:
+            line = _("📥 Messages waiting for an answer: none")
+        if self.kind == "memory":
+            return f"{line} " + _("(this process only, not durable: set REDIS_URL)")
+        if self.kind == "degraded":
+            return f"{line} " + _("(Redis is not answering: this process only)")
+        return line
 
     def as_dict(self) -> dict[str, Any]:
         return {"pending": self.pending, "oldest_seconds": self.oldest_seconds, "kind": self.kind,

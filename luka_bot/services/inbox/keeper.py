@@ -79,10 +79,14 @@ class Keeper:
                                stream_id, self.inbox.orphan_after)
 
     async def claim(self) -> int:
-        """Take over entries of stopped processes, as many as this process has room for; how many."""
+        """Take over entries of stopped processes (at most a backlog's worth per beat); how many.
+
+        Not limited by what this process already holds: a claimed entry may be the first of a chat
+        whose later messages fill this process's backlog, waiting for it.
+        """
         if self.inbox.monotonic() < self._claim_not_before:
             return 0
-        room = self.inbox.max_backlog - len(self.inbox.unfinished) if self.inbox.max_backlog else CLAIM_BATCH
+        room = max(self.inbox.max_backlog, CLAIM_BATCH)
         min_idle = int(self.inbox.orphan_after * 1000)
         start, taken = "0-0", 0
         while room > 0:
