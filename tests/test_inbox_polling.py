@@ -254,6 +254,23 @@ async def test_concurrent_first_messages_of_a_user_make_one_thread_and_one_name(
     assert listing.params["text"].count("\n") == 1, listing.params["text"]
 
 
+async def test_sigterm_hands_back_a_reply_longer_than_the_drain(world: World) -> None:
+    """A deploy stops the bot (SIGTERM): replies in flight get the drain (10 s); one still running then is
+    handed back, and the bot started again answers it."""
+    user = 2501
+    bot = await world.running()
+    world.llm.hold()
+    world.fake.send_message("slow beyond the drain", user_id=user)
+    await world.in_flight(1)
+    await bot.stop(grace=60)
+    assert bot.process.returncode == 0, bot.log_tail()
+    world.llm.release()
+    await world.start()
+    await world.answer(user, "slow beyond the drain")
+    assert len(answers(world.fake, user)) == 1
+    assert "handed back 1 unanswered message(s)" in bot.log(), bot.log_tail()
+
+
 async def test_redis_paused_while_messages_arrive_loses_nothing(world: World) -> None:
     """Redis stops answering (SIGSTOP): the bot keeps answering from memory, and Telegram's confirmation
     waits for each answer, so a kill then loses nothing either: Telegram sends those updates again."""

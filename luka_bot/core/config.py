@@ -100,11 +100,9 @@ class Settings(BaseSettings):
     LLM_MAX_CONCURRENT_REQUESTS: int = Field(64, ge=0)
     # --- end of admission control ---
 
-    # Durable inbox (docs/operations.md, "Durable inbox"): seconds an unanswered message may go unrefreshed
-    # by its process before another process takes it over (a live process refreshes every quarter of it).
+    # Durable inbox (docs/operations.md): take over a message its process left unrefreshed this long;
     INBOX_ORPHAN_AFTER: float = Field(30.0, ge=1, le=3600)
-    # An answer sent this many seconds or more after its question quotes the question (0: never).
-    LATE_ANSWER_QUOTE_AFTER: float = Field(60.0, ge=0)
+    LATE_ANSWER_QUOTE_AFTER: float = Field(60.0, ge=0)  # an answer this late quotes its question (0: never)
 
     # Conversations
     HISTORY_MAX_MESSAGES: int = Field(20, ge=2, le=200)
