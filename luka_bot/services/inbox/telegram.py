@@ -146,7 +146,7 @@ class Handling:
             result = await self.dp.feed_update(bot, update, **data)
             if isinstance(result, TelegramMethod):
                 await self.dp.silent_call_request(bot, result)
-        except Exception:  # noqa: BLE001 - as aiogram's own loop: a handler's bug is logged, the bot goes on
+        except Exception:  # as aiogram's own loop: a handler's bug is logged, the bot goes on
             logger.exception("update %s failed", update.update_id)
 
 
