@@ -29,6 +29,8 @@ Goal of issue 8: (b) + (c) ≤ 0.5 × (a).
 
 With ``--stream`` (default: the bot's ``STREAMING`` setting when it has one, else off) the chat
 call of ``bare``/``fallback`` streams (``Agent.run_stream`` + ``stream_text``) as the bot does.
+With ``--markdown-reply`` the providers answer a model-like Markdown answer (``tests/model_answers.py``:
+headings, lists, code, a table, a link) instead of one short line: what rendering costs.
 
     python benchmarks/message_cost.py [--messages 300] [--profile 200] [--profile-out prof.txt] [--json out.json]
 """
@@ -320,6 +322,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     redis = RedisProcess().start()
     primary = FakeLLMProcess("primary")
     fallback = FakeLLMProcess("fallback")
+    if args.markdown_reply:
+        from tests.model_answers import PATHLIB
+
+        for provider in (primary, fallback):
+            provider.control(reply=PATHLIB)
     telegram = FakeTelegramProcess()
     log_file = tempfile.NamedTemporaryFile("w", prefix="message-cost-", suffix=".log", delete=False)  # noqa: SIM115
     try:
@@ -446,6 +453,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stream", dest="stream", action="store_true", default=None,
                         help="stream the chat call (default: the bot's STREAMING setting if it has one, else off)")
     parser.add_argument("--no-stream", dest="stream", action="store_false")
+    parser.add_argument("--markdown-reply", action="store_true",
+                        help="the providers answer a model-like Markdown answer (tests/model_answers.py)")
     parser.add_argument("--profile", type=int, default=0, help="then profile this many bot messages (cProfile)")
     parser.add_argument("--profile-out", type=Path, help="write the profile report here (+ .pstats)")
     parser.add_argument("--profiler", choices=("cprofile", "pyinstrument"), default="cprofile",

@@ -138,7 +138,7 @@ async def _model_worker(primary_url: str, fallback_url: str, redis_url: str, pre
     mget = []
     for _ in range(200):
         t0 = time.perf_counter()
-        await redis_store.get_many(redis_engine._keys.keys)
+        await redis_engine.health.read()
         mget.append(time.perf_counter() - t0)
     store_kind = redis_store.kind
     await memory_engine.aclose()

@@ -16,15 +16,20 @@ import asyncio
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Any
 
 from luka_bot.core.config import Settings
 from luka_bot.core.logging_setup import setup_logging
 from luka_bot.services.llm_provider_fallback import create_llm_provider_fallback
 from luka_bot.services.state_stores import redis_options
-from plugins.llm_fallback import FailureKind, LLMProviderFallback
-from plugins.llm_fallback.admin import DEFAULT_FORCE_SECONDS
-from plugins.llm_fallback.engine import AUTH_SETTING_HINT, MAX_FORCE_SECONDS, MIN_FORCE_SECONDS
+from plugins.llm_fallback import (
+    DEFAULT_FORCE_SECONDS,
+    FailureKind,
+    FallbackStatus,
+    ForceError,
+    LLMProviderFallback,
+    ProviderState,
+    check_force,
+)
 from plugins.llm_fallback.texts import duration
 
 OK, FALLBACK_ONLY, NOTHING_WORKS = 0, 1, 2
@@ -58,43 +63,43 @@ async def status(settings: Settings, args: argparse.Namespace) -> int:
     _require_bot_namespace(settings)
     fallback = create_llm_provider_fallback(settings)
     try:
-        stats = await fallback.get_provider_stats()
+        current = await fallback.status()
     finally:
         await fallback.aclose()
-    if stats["store"] == "degraded":
+    if current.store == "degraded":
         raise StoreDown("Redis (REDIS_URL) is not answering: the bot's provider state cannot be read")
-    if stats["store"] == "memory":
+    if current.store == "memory":
         print("note: REDIS_URL is not set, so this is a fresh process's view, not a running bot's "
               "(its state lives in its own memory)", file=sys.stderr)
-    print(json.dumps(stats, indent=2, ensure_ascii=False) if args.json else render_status(stats))
+    print(json.dumps(current.as_dict(), indent=2, ensure_ascii=False) if args.json else render_status(current))
     return OK
 
 
-def render_status(stats: dict[str, Any]) -> str:
+def render_status(current: FallbackStatus) -> str:
     """`/llm_status` as a table."""
     rows = [("#", "PROVIDER", "STATE", "COOLDOWN LEFT", "FAILURES", "LAST ERROR")]
-    for index, (name, health) in enumerate(stats["provider_health"].items(), start=1):
+    for index, provider in enumerate(current.providers, start=1):
         last = "-"
-        if health["last_error"]:
-            last = f"{duration(health['last_error_seconds_ago'] or 0)} ago: {health['last_error']}"
-        state = health["state"].replace("_", " ")
-        if health["state"] == "not_configured" and name in AUTH_SETTING_HINT:
-            state += f" (set {AUTH_SETTING_HINT[name]})"
-        if health["unavailable_models"]:
-            state += f"; models not found: {', '.join(health['unavailable_models'])}"
-        left = duration(health["cooldown_seconds_left"]) if health["cooldown_seconds_left"] else "-"
-        rows.append((str(index), name, state, left, str(health["failures"]), last))
+        if provider.last_error:
+            last = f"{duration(provider.last_error_seconds_ago or 0)} ago: {provider.last_error}"
+        state = provider.state.value.replace("_", " ")
+        if provider.state is ProviderState.NOT_CONFIGURED and provider.setting_hint:
+            state += f" (set {provider.setting_hint})"
+        if provider.unavailable_models:
+            state += f"; models not found: {', '.join(provider.unavailable_models)}"
+        left = duration(provider.cooldown_seconds_left) if provider.cooldown_seconds_left else "-"
+        rows.append((str(index), provider.name, state, left, str(provider.failures), last))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
              for row in rows]
     forced = "none"
-    if stats["forced_provider"]:
-        forced = f"{stats['forced_provider']}, {duration(stats['forced_seconds_left'] or 0)} left"
+    if current.forced_provider:
+        forced = f"{current.forced_provider}, {duration(current.forced_seconds_left or 0)} left"
     lines += [
         "",
-        f"Preferred (cached): {stats['preferred_provider'] or 'none'}",
+        f"Preferred (cached): {current.preferred_provider or 'none'}",
         f"Forced: {forced}",
-        f"State store: {stats['store']}",
+        f"State store: {current.store}",
     ]
     return "\n".join(lines)
 
@@ -109,15 +114,16 @@ async def check(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await fallback.aclose()
     working = []
+    hints = fallback.providers.setting_hints
     for index, name in enumerate(fallback.order):
         role = "primary" if index == 0 else "fallback"
         if name not in fallback.configured:
-            verdict = f"⚪ not configured: set {AUTH_SETTING_HINT.get(name, 'its api_key')}"
+            verdict = f"⚪ not configured: set {hints.get(name, 'its api_key')}"
         elif results[name] is None:
             verdict = "✅ works"
             working.append(name)
         else:
-            verdict = f"❌ {results[name]}{_misconfigured(name, results[name])}"
+            verdict = f"❌ {results[name]}{_misconfigured(results[name], hints.get(name))}"
         print(f"{name:<12} {role:<9} {verdict}")
     if fallback.primary in working:
         print(f"The primary ({fallback.primary}) works.")
@@ -129,10 +135,10 @@ async def check(settings: Settings, args: argparse.Namespace) -> int:
     return NOTHING_WORKS
 
 
-def _misconfigured(provider: str, reason: str) -> str:
+def _misconfigured(reason: str, setting: str | None) -> str:
     """A hint when the failure is the configuration's, not the provider's."""
     if reason.startswith(f"{FailureKind.AUTH.value}:"):
-        return f" — misconfigured: check {AUTH_SETTING_HINT.get(provider, 'its api_key in LLM_EXTRA_PROVIDERS')}"
+        return f" — misconfigured: check {setting or 'its api_key in LLM_EXTRA_PROVIDERS'}"
     if reason.startswith(f"{FailureKind.MODEL_MISSING.value}:"):
         return " — misconfigured: none of its models exist there (AVAILABLE_PROVIDERS, *_MODEL_NAME)"
     return ""
@@ -143,13 +149,12 @@ def _misconfigured(provider: str, reason: str) -> str:
 
 def _force_arguments(fallback: LLMProviderFallback, provider: str, seconds: int | None) -> tuple[str, int]:
     name = provider.strip().lower()
-    if name not in fallback.order:
-        raise UsageError(f"unknown provider {provider!r}; configured: {', '.join(fallback.configured)}")
-    if name not in fallback.configured:
-        raise UsageError(f"provider {name!r} is not configured (set {AUTH_SETTING_HINT.get(name, 'its api_key')})")
     seconds = DEFAULT_FORCE_SECONDS if seconds is None else seconds
-    if not MIN_FORCE_SECONDS <= seconds <= MAX_FORCE_SECONDS:
-        raise UsageError(f"seconds must be between {MIN_FORCE_SECONDS} and {MAX_FORCE_SECONDS}, not {seconds}")
+    try:
+        check_force(name, seconds, order=fallback.order, configured=fallback.configured,
+                    setting_hints=fallback.providers.setting_hints)
+    except ForceError as error:
+        raise UsageError(str(error)) from None
     return name, seconds
 
 
@@ -161,7 +166,7 @@ def _require_bot_namespace(settings: Settings) -> None:
 
 
 async def _require_shared_store(fallback: LLMProviderFallback) -> None:
-    kind = (await fallback.get_provider_stats())["store"]
+    kind = (await fallback.status()).store
     if kind == "memory":
         raise UsageError("REDIS_URL is not set: a running bot keeps its provider state in its own memory, out of "
                          "this command's reach. Use the admin command in Telegram, or give both the same REDIS_URL. "

@@ -2,8 +2,10 @@
 
 1. Telegram is asked who we are (`getMe`) before anything else: while it cannot be reached
    the bot waits with backoff, one log line per try; a token Telegram refuses stops start-up
-   with one line naming `BOT_TOKEN` (exit code 2).
-2. The state store is probed once, so the start-up line says what is really in use.
+   with one line naming `BOT_TOKEN`, a server that answers but not like the Bot API with one
+   line naming `TELEGRAM_API_URL` (exit code 2 for both).
+2. The state store is probed once, so the start-up line says what is really in use, and the
+   LLM providers are reported as they are: configured or not, key or not, retired models.
 3. Long polling, or webhook mode when `WEBHOOK_URL` is set.
 """
 
@@ -13,13 +15,21 @@ import asyncio
 import logging
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramNetworkError, TelegramNotFound, TelegramServerError, TelegramUnauthorizedError
+from aiogram.exceptions import (
+    ClientDecodeError,
+    TelegramNetworkError,
+    TelegramNotFound,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
 from aiogram.types import User
 from aiogram.utils.backoff import Backoff, BackoffConfig
 
+from luka_bot.core.bot_api_session import not_the_bot_api
 from luka_bot.core.config import ConfigError, Settings
 from luka_bot.core.loader import App, build_app, build_bot
 from luka_bot.core.logging_setup import setup_logging
+from luka_bot.provider_report import log_provider_report
 
 logger = logging.getLogger("luka_bot")
 
@@ -34,8 +44,10 @@ STORE_TEXT = {
 }
 
 
-async def wait_for_telegram(bot: Bot, backoff_config: BackoffConfig = TELEGRAM_BACKOFF) -> User:
-    """`getMe` until Telegram answers; `ConfigError` (naming BOT_TOKEN) when it refuses the token."""
+async def wait_for_telegram(bot: Bot, backoff_config: BackoffConfig = TELEGRAM_BACKOFF, *,
+                            api_url: str | None = None) -> User:
+    """`getMe` until Telegram answers; `ConfigError` when it refuses the token (naming BOT_TOKEN) or
+    when the server at `api_url` answers, but not like the Bot API (naming TELEGRAM_API_URL)."""
     backoff = Backoff(backoff_config)
     while True:
         try:
@@ -43,6 +55,8 @@ async def wait_for_telegram(bot: Bot, backoff_config: BackoffConfig = TELEGRAM_B
         except (TelegramUnauthorizedError, TelegramNotFound) as error:
             raise ConfigError(f"BOT_TOKEN was refused by Telegram ({error.message}): check BOT_TOKEN "
                               "(and TELEGRAM_API_URL if you use a local Bot API server)") from None
+        except ClientDecodeError as error:
+            raise ConfigError(not_the_bot_api(error, api_url)) from None
         except (TelegramNetworkError, TelegramServerError) as error:
             delay = next(backoff)
             logger.warning("⏳ Telegram is not reachable (%s); try %d failed, next in %.0fs",
@@ -61,11 +75,12 @@ async def run_bot(settings: Settings) -> None:
     bot = build_bot(settings)
     started = False
     try:
-        me = await wait_for_telegram(bot)
+        me = await wait_for_telegram(bot, api_url=settings.TELEGRAM_API_URL)
         app = build_app(settings, bot=bot)
         try:
             store = await store_in_use(app)
             logger.info("🚀 luka_bot starting as @%s (state store: %s)", me.username, store)
+            log_provider_report(settings, logger)
             started = True
             if settings.WEBHOOK_URL:
                 from luka_bot.webhook import run_webhook  # aiohttp's server only in webhook mode

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from plugins.llm_fallback.alerts import AdminAlerts
-from plugins.llm_fallback.engine import MAX_FORCE_SECONDS, MIN_FORCE_SECONDS
+from plugins.llm_fallback import MAX_FORCE_SECONDS, MIN_FORCE_SECONDS
 from tests import test_bot_handlers as handlers
 from tests.test_bot_handlers import ADMIN, BOT_USER, GROUP, REFUSAL, USAGE_PREFIX, USER, Env, callback_update, user
 

@@ -215,7 +215,7 @@ class Env:
 
     async def state(self) -> tuple[Any, ...]:
         """The engine's shared state (force, preferred, cooldowns), without the read time."""
-        snap = await self.engine.snapshot()
+        snap = await self.engine.health.read()
         return snap.forced, snap.preferred, snap.failures, snap.model_failures
 
 
@@ -320,20 +320,20 @@ async def test_long_model_reply_is_split_into_messages_within_telegram_limit(env
     assert len(name) <= TELEGRAM_LIMIT and len(name.removeprefix("🧵 ")) <= 40
 
 
-async def test_model_text_with_markup_characters_is_sent_without_parse_mode(
+async def test_model_text_with_markup_characters_is_sent_as_entities_never_a_parse_mode(
     make_env: Callable[..., Awaitable[Env]],
 ) -> None:
-    env = await make_env(parse_mode="HTML")  # even with an HTML default, model text must go out plain
-    raw = "if a < b && c > d: use *stars*, _underscores_ and <unclosed <b>tags"
-    env.primary.reply = raw
+    env = await make_env(parse_mode="HTML")  # even with an HTML default, model text must not be parsed by Telegram
+    env.primary.reply = "if a < b && c > d: use *stars*, _underscores_ and <unclosed <b>tags"
 
     await env.say("show me code")
 
-    answers = [p for p in env.api.sent(USER) if not p["text"].startswith("🧵")]
-    assert [p["text"] for p in answers] == [raw]
+    (answer,) = [p for p in env.api.sent(USER) if not p["text"].startswith("🧵")]
+    assert answer["text"] == "if a < b && c > d: use stars, underscores and <unclosed <b>tags", "no character lost"
+    assert [(e["type"], e["offset"], e["length"]) for e in answer["entities"]] == [("italic", 23, 5),
+                                                                                    ("italic", 30, 11)]
     for params in env.api.sent(USER):
         assert "parse_mode" not in params, params
-        assert "entities" not in params, params
 
 
 async def test_both_providers_down_the_user_gets_the_apology(env: Env) -> None:
@@ -571,12 +571,14 @@ async def _moderation_on(env: Env) -> None:
 
 async def test_moderation_deletes_a_message_and_posts_a_notice(env: Env) -> None:
     await _moderation_on(env)
-    env.primary.reply = '{"action": "delete", "reason": "spam"}'
+    env.primary.reply = '{"action": "delete", "reason": "**spam** with `links`"}'
     await env.say("BUY CHEAP PILLS http://spam.example", user_id=2002, chat_id=GROUP, first_name="Spammer")
     (delete,) = env.api.of("deleteMessage")
     assert int(delete.params["chat_id"]) == GROUP
-    assert env.api.texts(GROUP)[-1] == "🛡 A message from Spammer was removed: spam"
-    assert env.api.sent(GROUP)[-1].get("parse_mode") is None
+    assert env.api.texts(GROUP)[-1] == "🛡 A message from Spammer was removed: **spam** with `links`", \
+        "a moderation notice stays plain, the model's reason as written"
+    notice = env.api.sent(GROUP)[-1]
+    assert notice.get("parse_mode") is None and "entities" not in notice
 
 
 async def test_moderation_cannot_delete_logs_and_skips(env: Env, caplog: pytest.LogCaptureFixture) -> None:

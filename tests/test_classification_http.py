@@ -475,7 +475,8 @@ async def test_callers_own_error_inside_a_stream_blames_no_provider(make, server
 async def assert_primary_not_blamed(engine, fallback) -> None:
     """Nothing recorded against the primary, and the fallback never asked."""
     h = await health(engine, "ollama")
-    assert h["state"] == "healthy"
+    assert h["state"] in ("healthy", "unknown")  # unknown: it never got to answer (a cancel before its reply)
+    assert h["failures"] == 0 and h["cooldown_seconds_left"] == 0
     assert h["last_error_kind"] is None
     assert fallback.count() == 0
 

@@ -151,7 +151,7 @@ async def test_status_shows_what_another_process_recorded(capsys: pytest.Capture
     assert lines[1].split()[:3] == ["1", "ollama", "cooling"], table.out
     assert re.search(r"cooling +(5m 0s|4m \d+s) +1 ", lines[1]), "cooldown left and failure count"
     assert "Connection refused" in lines[1]
-    assert lines[2].split()[:3] == ["2", "openai", "healthy"], table.out
+    assert lines[2].split()[:3] == ["2", "openai", "unknown"], table.out  # forced, but it never answered yet
     assert "Forced: openai, 10m 0s left" in lines or "Forced: openai, 9m 59s left" in lines, table.out
     assert "State store: redis" in lines
     assert OPENAI_KEY not in table.out + table.err

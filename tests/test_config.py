@@ -53,7 +53,7 @@ def test_defaults() -> None:
     specs = settings.provider_specs()
     assert [s.name for s in specs] == ["ollama", "openai"]
     assert specs[0].models == ("gpt-oss", "llama3.2")
-    assert specs[1].models == ("gpt-5", "gpt-4-turbo")
+    assert specs[1].models == ("gpt-6.1-terra", "gpt-6-luna")
     assert specs[0].base_url == "http://localhost:11434/v1"
     assert specs[0].configured is True
     assert specs[1].configured is False  # no OPENAI_API_KEY
@@ -95,13 +95,13 @@ def test_admin_ids_as_override() -> None:
 
 
 async def test_available_providers_from_env_json_reorders(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AVAILABLE_PROVIDERS", '{"openai": ["gpt-4-turbo"], "ollama": ["llama3.2"]}')
+    monkeypatch.setenv("AVAILABLE_PROVIDERS", '{"openai": ["gpt-6-luna"], "ollama": ["llama3.2"]}')
     monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
     settings = load_settings()
     assert list(settings.AVAILABLE_PROVIDERS) == ["openai", "ollama"]
     specs = settings.provider_specs()
     assert [s.name for s in specs] == ["openai", "ollama"]
-    assert specs[0].models == ("gpt-4-turbo",)
+    assert specs[0].models == ("gpt-6-luna",)
     assert specs[1].models == ("llama3.2",)
 
     fallback = create_llm_provider_fallback(settings)
@@ -136,11 +136,11 @@ def test_ollama_url_gets_exactly_one_v1(monkeypatch: pytest.MonkeyPatch, url: st
 
 def test_model_name_settings_are_tried_first(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OLLAMA_MODEL_NAME", "llama3.2")
-    monkeypatch.setenv("OPENAI_MODEL_NAME", "gpt-4o-mini")
+    monkeypatch.setenv("OPENAI_MODEL_NAME", "gpt-6-luna")
     monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
     ollama, openai = load_settings().provider_specs()
     assert ollama.models == ("llama3.2", "gpt-oss")  # no duplicate
-    assert openai.models == ("gpt-4o-mini", "gpt-5", "gpt-4-turbo")
+    assert openai.models == ("gpt-6-luna", "gpt-6.1-terra")  # no duplicate
 
 
 def test_openai_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -264,6 +264,7 @@ def test_extra_provider_can_be_ordered(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (groq.name, groq.kind, groq.base_url, groq.models) == ("groq", "openai", "http://127.0.0.1:1/v1",
                                                                   ("llama-3.1-8b",))
     assert groq.configured is True
+    assert groq.setting_hint == "LLM_EXTRA_PROVIDERS['groq']"  # what logs and alerts tell the operator to fix
     assert OPENAI_KEY not in repr(groq)
 
 

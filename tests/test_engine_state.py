@@ -68,10 +68,10 @@ async def test_healthy_primary_answers_and_becomes_preferred(make_env):
     assert env.fakes.count("openai") == 0
     stats = await env.stats()
     assert stats["preferred_provider"] == "ollama"
-    for provider in ("ollama", "openai"):
+    for provider, state in (("ollama", "healthy"), ("openai", "unknown")):  # openai was never tried
         health = stats["provider_health"][provider]
-        assert health["state"] == "healthy"
-        assert health["healthy"] is True and health["available"] is True
+        assert health["state"] == state
+        assert health["healthy"] is True and health["available"] is True  # the seed's "healthy": not marked failed
         assert health["cooldown_seconds_left"] == 0
         assert health["failures"] == 0
         assert health["last_error"] is None
@@ -408,7 +408,7 @@ async def test_clear_cache_forgets_preferred_cooldowns_and_force(make_env):
     assert stats["forced_provider"] is None
     for provider in ("ollama", "openai"):
         health = stats["provider_health"][provider]
-        assert health["state"] == "healthy"
+        assert health["state"] == "unknown"  # everything learned is forgotten, answers included
         assert health["unavailable_models"] == []
     env.fakes.ok("ollama")
     assert await env.ask() == "ollama/m1"
@@ -640,7 +640,7 @@ async def test_cancelled_request_records_no_failure(make_env):
 
     assert env.fakes.count("openai") == 0
     health = await env.health("ollama")
-    assert health["state"] == "healthy"
+    assert health["state"] == "unknown"  # not blamed; it never answered either
     assert health["failures"] == 0
     assert health["last_error"] is None
     env.fakes.ungate("ollama")
@@ -928,10 +928,10 @@ async def test_a_stale_snapshot_does_not_probe_after_a_failed_probe(make_env, cl
     assert await env.ask() == "openai/g1"
     clock.advance(301)
 
-    stale = await env.engine.snapshot()  # X's read: half-open
+    stale = await env.engine.health.read()  # X's read: half-open
     assert await env.ask() == "openai/g1"  # the probe fails: a new cooldown, lease released
     assert (await env.health("ollama"))["state"] == "cooling"
-    assert await env.engine._take_probe(stale, "ollama") is None
+    assert await env.engine.health.take_probe(stale, "ollama") is None
     assert env.fakes.count("ollama") == 2
 
 

@@ -42,7 +42,7 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None
 
 
 def state_of(registry: CollectorRegistry, provider: str) -> set[str]:
-    return {s for s in ("healthy", "cooling", "half_open", "forced")
+    return {s for s in ("healthy", "unknown", "cooling", "half_open", "forced")
             if value(registry, "llm_provider_state", provider=provider, state=s) == 1}
 
 
@@ -91,7 +91,7 @@ async def test_provider_state_and_cooldown_follow_the_shared_state(make_env: Cal
     metrics = FallbackMetrics(env.engine)
     r = metrics.registry
     await metrics.refresh()
-    assert state_of(r, "ollama") == {"healthy"} and state_of(r, "openai") == {"healthy"}
+    assert state_of(r, "ollama") == {"unknown"} and state_of(r, "openai") == {"unknown"}  # nothing tried yet
     assert value(r, "llm_cooldown_seconds_remaining", provider="ollama") == 0
 
     env.fakes.fail("ollama", refused("m1"))
@@ -113,7 +113,7 @@ async def test_provider_state_and_cooldown_follow_the_shared_state(make_env: Cal
 
     await env.engine.clear_cache()
     await metrics.refresh()
-    assert state_of(r, "ollama") == {"healthy"} and state_of(r, "openai") == {"healthy"}
+    assert state_of(r, "ollama") == {"unknown"} and state_of(r, "openai") == {"unknown"}
 
 
 def test_two_apps_in_one_process_keep_separate_metrics(make_env: Callable[..., Env]) -> None:

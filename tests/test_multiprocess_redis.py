@@ -237,7 +237,7 @@ def test_failure_force_and_clear_are_shared_between_processes(
     cleared = b.call("clear")
     assert "ollama" in cleared["cooldowns"]
     stats_a = a.call("stats")
-    assert stats_a["provider_health"]["ollama"]["state"] == "healthy"
+    assert stats_a["provider_health"]["ollama"]["state"] == "unknown"  # the cooldown is gone, and so is its history
     assert stats_a["provider_health"]["ollama"]["cooldown_seconds_left"] == 0
     assert a.ask() == PRIMARY
     assert primary.count() == 2

@@ -263,7 +263,7 @@ async def test_llm_clear_of_one_bot_leaves_the_other_bots_failover_state(redis_u
         assert await second.ask() == "openai/g1"
         assert first.fakes.count("ollama") == 2  # each bot learned it on its own: separate namespaces
         await first.engine.clear_cache()
-        assert (await first.health("ollama"))["state"] == "healthy"
+        assert (await first.health("ollama"))["state"] == "unknown"  # cleared: nothing is known any more
         assert (await second.health("ollama"))["state"] == "cooling"
     finally:
         await first_stores.close()

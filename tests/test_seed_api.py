@@ -126,7 +126,7 @@ async def test_basic_usage_fails_over_to_openai(fallback, servers) -> None:
     agent = Agent(await create_llm_model_with_fallback(context="my_feature"))
 
     assert (await agent.run("hello")).output == "answer from openai"
-    assert openai.requests[-1]["model"] == "gpt-5"
+    assert openai.requests[-1]["model"] == "gpt-6.1-terra"
     status = await get_provider_status()
     assert status["preferred_provider"] == "openai"
     assert status["provider_health"]["ollama"]["healthy"] is False
@@ -184,7 +184,6 @@ async def test_evaluate_message_moderation_parses_structured_verdict(fallback, s
     assert ollama.requests[-1]["temperature"] == 0.1
 
 
-@pytest.mark.filterwarnings("ignore:Sampling parameters:UserWarning")  # gpt-5 drops temperature
 async def test_evaluate_message_moderation_fails_open(fallback, servers, caplog) -> None:
     ollama, openai = servers
     await ollama.stop()

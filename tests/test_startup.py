@@ -19,9 +19,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
-from luka_bot.core.config import Settings, load_settings
+from luka_bot.core.config import ConfigError, Settings, load_settings
+from luka_bot.core.loader import build_bot
 from luka_bot.core.logging_setup import setup_logging
+from luka_bot.startup import wait_for_telegram
 from tests.conftest import wait_until
 from tests.fakes.fake_telegram import FakeTelegram
 from tests.fakes.redis_server import RedisServer, free_port
@@ -135,8 +138,8 @@ async def bot_process(tmp_path: Path, **env: str) -> AsyncIterator[BotProcess]:
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "luka_bot", cwd=tmp_path, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-            env=clean_env(BOT_TOKEN=TOKEN, AVAILABLE_PROVIDERS=json.dumps({"ollama": ["m1"]}),
-                          OLLAMA_URL="http://127.0.0.1:9", LOG_LEVEL="INFO", **env))
+            env=clean_env(**{"BOT_TOKEN": TOKEN, "AVAILABLE_PROVIDERS": json.dumps({"ollama": ["m1"]}),
+                             "OLLAMA_URL": "http://127.0.0.1:9", "LOG_LEVEL": "INFO", **env}))
     bot = BotProcess(process, log_path)
     try:
         yield bot
@@ -191,3 +194,143 @@ async def test_start_up_says_a_bot_without_redis_is_not_durable(tmp_path: Path) 
     start = next(line for line in bot.log().splitlines() if "luka_bot starting" in line)
     assert "state store: memory (this process only, not durable" in start, start
     assert "📥 Inbox: process memory, NOT durable" in bot.log()
+
+
+# --- a TELEGRAM_API_URL that is not (quite) the Bot API ------------------------------------------------------
+
+
+@asynccontextmanager
+async def web_server(status: int, body: str, content_type: str, port: int = 0) -> AsyncIterator[str]:
+    """A real HTTP server on 127.0.0.1 answering every request with the same page."""
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(status=status, text=body, content_type=content_type)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+NOT_THE_BOT_API = [
+    pytest.param(404, "<!DOCTYPE html><html><body><h1>404 Not Found</h1></body></html>", "text/html",
+                 "an HTML page", id="html-404"),
+    pytest.param(501, "<html><body>Unsupported method ('POST')</body></html>", "text/html", "an HTML page",
+                 id="html-501"),
+    pytest.param(200, "OK", "text/plain", "a body that is not JSON", id="text-200"),
+    pytest.param(200, '{"status": "healthy"}', "application/json", "JSON that is not a Bot API getMe answer",
+                 id="json-200"),
+]
+
+
+def not_the_bot_api_line(url: str, what: str) -> str:
+    return (f"TELEGRAM_API_URL ({url}) does not answer like the Bot API: getMe returned {what}. Point it at "
+            "a Bot API server (e.g. telegram-bot-api's http://localhost:8081), or unset it to use api.telegram.org")
+
+
+@pytest.mark.parametrize(("status", "body", "content_type", "what"), NOT_THE_BOT_API)
+async def test_a_server_that_is_not_the_bot_api_is_named_in_one_line(status: int, body: str, content_type: str,
+                                                                     what: str) -> None:
+    async with web_server(status, body, content_type) as url:
+        bot = build_bot(load_settings(_env_file=None, BOT_TOKEN=TOKEN, TELEGRAM_API_URL=url))
+        try:
+            with pytest.raises(ConfigError) as excinfo:
+                await wait_for_telegram(bot, api_url=url)
+        finally:
+            await bot.session.close()
+    assert str(excinfo.value) == not_the_bot_api_line(url, what)
+    assert excinfo.value.__cause__ is None and excinfo.value.__suppress_context__
+
+
+async def test_start_up_against_a_web_server_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    async with web_server(404, "<html><body><h1>404 Not Found</h1></body></html>", "text/html") as url:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "luka_bot", cwd=tmp_path, env=clean_env(BOT_TOKEN=TOKEN, TELEGRAM_API_URL=url),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    stderr = err.decode()
+    assert process.returncode == 2, stderr
+    assert stderr.strip().splitlines() == [f"luka-bot: {not_the_bot_api_line(url, 'an HTML page')}"]
+    assert TOKEN not in stderr + out.decode()
+
+
+def test_a_password_in_telegram_api_url_is_not_shown() -> None:
+    from aiogram.exceptions import ClientDecodeError
+
+    from luka_bot.core.bot_api_session import not_the_bot_api
+
+    error = ClientDecodeError("Failed to decode object", ValueError("x"), "<html></html>")
+    assert not_the_bot_api(error, "http://bot:SECRET@127.0.0.1:8081/").startswith(
+        "TELEGRAM_API_URL (http://127.0.0.1:8081/) does not answer like the Bot API: getMe returned an HTML page.")
+
+
+async def test_a_proxys_gateway_error_page_is_waited_out_like_an_unreachable_telegram(tmp_path: Path) -> None:
+    port = free_port()
+    async with bot_process(tmp_path, TELEGRAM_API_URL=f"http://127.0.0.1:{port}") as bot:
+        async with web_server(502, "<html><body>502 Bad Gateway</body></html>", "text/html", port):
+            await bot.wait_log("Telegram is not reachable", count=2)
+        assert bot.process.returncode is None, "it keeps trying"
+        fake = await FakeTelegram(token=TOKEN).start(port)
+        try:
+            await fake.wait_polling(timeout=120)
+            assert await bot.stop() == 0
+        finally:
+            await fake.stop()
+    log = bot.log()
+    assert "⏳ Telegram is not reachable (HTTP 502, and the body is not JSON); try 1 failed" in log, log
+    assert "Traceback" not in log
+
+
+class GetMeWithoutIsBot(FakeTelegram):
+    """getMe as the `telegram-test-api` emulator (npm) answers it: `id`, `first_name`, `username` only."""
+
+    def _get_me(self) -> dict[str, object]:
+        return {key: value for key, value in super()._get_me().items() if key != "is_bot"}
+
+
+async def test_a_bot_api_emulator_whose_getme_lacks_is_bot_runs_the_bot(tmp_path: Path) -> None:
+    async with GetMeWithoutIsBot(token=TOKEN) as fake, bot_process(tmp_path, TELEGRAM_API_URL=fake.url) as bot:
+        await fake.wait_polling(timeout=120)
+        mark = fake.mark()
+        fake.send_message("/start", user_id=4242)
+        answer = await fake.wait_for("sendMessage", lambda call: call.params.get("chat_id") == 4242, timeout=60,
+                                     after=mark)
+        assert "Luka" in answer.params["text"]
+        assert await bot.stop() == 0
+    log = bot.log()
+    assert log.count("getMe has no is_bot") == 1, log
+    assert "@luka_test_bot" in next(line for line in log.splitlines() if "luka_bot starting" in line)
+    assert "Traceback" not in log and "ClientDecodeError" not in log, log
+
+
+# --- what start-up says about the providers ---------------------------------------------------------------
+
+
+RETIRED_MODEL_REPORT = [
+    "INFO luka_bot: 🔧 LLM provider ollama (primary): http://127.0.0.1:9/v1, models m1; no key needed; not checked yet",
+    "INFO luka_bot: 🔧 LLM provider openai (fallback): https://api.openai.com/v1, models gpt-4-turbo; "
+    "key set (OPENAI_API_KEY); not checked yet",
+    "ERROR luka_bot: ❌ openai model gpt-4-turbo was retired on 2026-10-23: its requests fail; replacement: "
+    "gpt-5.6-sol (see https://developers.openai.com/api/docs/deprecations#2026-04-22-legacy-gpt-model-snapshots)"
+    " — change AVAILABLE_PROVIDERS or OPENAI_MODEL_NAME",
+    "WARNING luka_bot: ⚠️ No fallback can answer: if ollama fails, users get an apology",
+]
+
+
+async def test_start_up_names_a_retired_model_and_claims_no_fallback_that_cannot_answer(tmp_path: Path) -> None:
+    """The lines themselves, case by case, are tests/test_provider_report.py's; this is the real process."""
+    expected = RETIRED_MODEL_REPORT
+    env = {"AVAILABLE_PROVIDERS": json.dumps({"ollama": ["m1"], "openai": ["gpt-4-turbo"]}), "OPENAI_API_KEY": EXTRA_KEY}
+    async with FakeTelegram(token=TOKEN) as fake, bot_process(tmp_path, TELEGRAM_API_URL=fake.url, **env) as bot:
+        await fake.wait_polling(timeout=120)
+        assert await bot.stop() == 0
+    lines = bot.log().splitlines()
+    start = next(i for i, line in enumerate(lines) if "luka_bot starting" in line)
+    report = [line.split(" ", 2)[2] for line in lines[start + 1:start + 1 + len(expected)]]
+    assert report == expected, "\n".join(lines)
+    assert EXTRA_KEY not in bot.log()

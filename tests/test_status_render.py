@@ -1,8 +1,9 @@
-"""`/llm_status` shows a grown cooldown and hedging (en, ru), and survives fields it does not know."""
+"""`/llm_status` shows a grown cooldown and hedging (en, ru); the status keeps the seed's dict keys."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from luka_bot.core.i18n import build_i18n
 from plugins.llm_fallback.admin import render_status
@@ -21,12 +22,12 @@ async def _grown_cooldown(make_env: Callable[..., Env]) -> Env:
     return env
 
 
-async def _render(env: Env, locale: str, **extra_health: object) -> str:
-    stats = await env.stats()
-    stats["provider_health"]["ollama"].update(extra_health)
+async def _render(env: Env, locale: str, **ollama: object) -> str:
+    status = await env.engine.status()
+    status = replace(status, providers=[replace(p, **ollama) if p.name == "ollama" else p for p in status.providers])
     i18n = build_i18n()
     with i18n.context(), i18n.use_locale(locale):
-        return render_status(stats).as_kwargs()["text"]
+        return render_status(status).as_kwargs()["text"]
 
 
 async def test_grown_cooldown_and_hedges_in_english(make_env: Callable[..., Env]) -> None:
@@ -42,8 +43,20 @@ async def test_grown_cooldown_and_hedges_in_russian(make_env: Callable[..., Env]
     assert "grown" not in text and "hedged" not in text
 
 
-async def test_fields_the_status_does_not_know_are_ignored(make_env: Callable[..., Env]) -> None:
-    env = make_env()
-    text = await _render(env, "en", some_future_counter=7, another={"nested": True})
-    assert text.startswith("🤖 LLM providers") and "1. ollama — 🟢 healthy" in text
-    assert "some_future_counter" not in text
+SEED_KEYS = {"primary_provider", "fallback_provider", "provider_order", "preferred_provider", "forced_provider",
+             "provider_health"}
+SEED_HEALTH_KEYS = {"healthy", "configured", "available", "state", "cooldown_seconds_left", "failures", "last_error",
+                    "models"}
+
+
+async def test_the_typed_status_keeps_the_seeds_dict_for_python_callers(make_env: Callable[..., Env]) -> None:
+    env = await _grown_cooldown(make_env)
+    stats = await env.stats()
+    assert SEED_KEYS <= stats.keys()
+    assert SEED_HEALTH_KEYS <= stats["provider_health"]["ollama"].keys()
+    ollama = stats["provider_health"]["ollama"]
+    assert (ollama["healthy"], ollama["available"], ollama["state"]) == (False, False, "cooling")
+    assert stats["provider_health"]["openai"]["healthy"] is True
+    assert stats["provider_order"] == ["ollama", "openai"] and stats["preferred_provider"] == "openai"
+    text = await _render(env, "en")
+    assert text.startswith("🤖 LLM providers") and "2. openai — 🟢 healthy" in text

@@ -5,7 +5,7 @@ from __future__ import annotations
 from luka_bot.core.i18n import build_i18n
 from plugins.llm_fallback.admin import render_status
 from plugins.llm_fallback.alerts import AdminAlerts
-from plugins.llm_fallback.engine import HealthEvent
+from plugins.llm_fallback.events import HealthEvent
 
 from .conftest import http_error
 
@@ -17,7 +17,7 @@ async def _status_after_outage(make_env, locale: str) -> str:
     await env.engine.force_provider("openai", 600)
     i18n = build_i18n()
     with i18n.context(), i18n.use_locale(locale):
-        return render_status(await env.stats()).as_kwargs()["text"]
+        return render_status(await env.engine.status()).as_kwargs()["text"]
 
 
 async def test_status_in_english(make_env):

@@ -21,7 +21,7 @@ import pytest_asyncio
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import TelegramBadRequest, TelegramNotFound, TelegramRetryAfter
+from aiogram.exceptions import ClientDecodeError, TelegramBadRequest, TelegramNotFound, TelegramRetryAfter
 from aiogram.methods import SendMessageDraft
 from aiogram.types import Message, Update
 from pydantic_ai import Agent, Tool
@@ -32,7 +32,7 @@ from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls
 from luka_bot.core.config import ConfigError, load_settings
 from luka_bot.core.loader import App, build_app
 from luka_bot.services.llm_provider_fallback import set_llm_provider_fallback
-from luka_bot.services.message_text import TELEGRAM_LIMIT, split_text
+from luka_bot.services.message_text import TELEGRAM_LIMIT, Rendered, split_text
 from luka_bot.services.state_stores import build_stores
 from luka_bot.services.streaming import (
     Generations,
@@ -42,6 +42,7 @@ from luka_bot.services.streaming import (
     SideEffectsRan,
     StreamCapabilities,
 )
+from luka_bot.services.streaming.capabilities import is_refusal
 from luka_bot.services.streaming.frames import EditFrames, visible_tail
 from luka_bot.services.streaming.preview import Preview
 from luka_bot.services.streaming.reply import stream_reply
@@ -110,6 +111,24 @@ async def test_streaming_off_is_typing_then_one_message(make_app: Callable[..., 
     assert env.texts()[-1] == "answer from ollama"
     assert env.fake.calls_of("sendMessageDraft") == [] and env.fake.calls_of("editMessageText") == []
     assert env.fake.calls_of("sendChatAction"), "typing… while the model works"
+
+
+@pytest.mark.parametrize("streaming", ["on", "off"])
+@pytest.mark.parametrize(("markdown", "text", "entities"), [
+    ("on", "Use bold and code", [("bold", 4, 4), ("code", 13, 4)]),
+    ("off", "Use **bold** and `code`", None),  # exactly as the model wrote it
+])
+async def test_the_answer_is_formatted_unless_markdown_is_off(
+    make_app: Callable[..., Awaitable[Env]], streaming: str, markdown: str, text: str, entities: Any,
+) -> None:
+    env = await make_app(STREAMING=streaming, MARKDOWN=markdown)
+    env.primary.reply = "Use **bold** and `code`"
+    await env.say("/new")
+    await env.say("hello")
+    (answer,) = [c for c in env.fake.calls_of("sendMessage") if c.params.get("text") == text]
+    assert "parse_mode" not in answer.params
+    got = answer.params.get("entities")
+    assert ([(e["type"], e["offset"], e["length"]) for e in got] if got else None) == entities
 
 
 async def test_a_reply_complete_before_the_first_frame_needs_no_draft(make_app: Callable[..., Awaitable[Env]]) -> None:
@@ -231,6 +250,21 @@ async def test_a_refused_method_moves_down_once_with_one_log_line(caplog: pytest
     assert capabilities.refused("private", PreviewMode.EDIT, edit_refused) is PreviewMode.NONE
     lines = [r.getMessage() for r in caplog.records if "refused in private chats" in r.getMessage()]
     assert len(lines) == 2 and "method not found" in lines[0], lines
+
+
+async def test_an_answer_that_is_not_the_bot_apis_is_a_refusal_logged_in_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    page = "<html>\n<head><title>404 Not Found</title></head>\n<body>nginx</body>\n</html>"
+    error = ClientDecodeError("Failed to decode object", ValueError("Expecting value"), page)
+    capabilities = StreamCapabilities()
+    caplog.set_level(logging.WARNING)
+    assert is_refusal(error)
+    assert capabilities.refused("private", PreviewMode.DRAFT, error) is PreviewMode.EDIT
+    assert capabilities.mode_for("private") is PreviewMode.EDIT, "remembered: the next reply does not try drafts"
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "not a Bot API answer: '<html> <head><title>404 Not Found</title></head> <body>nginx" in line
+    assert "\n" not in line
 
 
 async def test_a_chat_specific_bad_request_is_not_a_refusal(clock: FakeClock) -> None:
@@ -380,8 +414,9 @@ async def test_a_stop_received_by_another_process_stops_the_reply(redis_url: str
 def test_a_draft_of_a_long_reply_shows_its_last_chunk_within_the_limit() -> None:
     long_text = " ".join(f"word{i}" for i in range(2000))
     assert len(long_text) > 2 * TELEGRAM_LIMIT
-    assert visible_tail(long_text) == split_text(long_text)[-1] and len(visible_tail(long_text)) <= TELEGRAM_LIMIT
-    assert visible_tail("short") == "short" and visible_tail("") == ""
+    tail = visible_tail(Rendered(long_text))
+    assert tail.text == split_text(long_text)[-1] and len(tail.text) <= TELEGRAM_LIMIT
+    assert visible_tail(Rendered("short")) == Rendered("short") and visible_tail(Rendered("")) == Rendered("")
 
 
 async def test_fake_drafts_follow_telegrams_rules() -> None:

@@ -16,11 +16,7 @@ from aiogram.utils.i18n import I18n
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
-DOMAIN = "messages"
-PACKAGED_LOCALES = Path(__file__).resolve().parents[1] / "locales"
-"""Compiled catalogs inside the installed package (present only in a built wheel)."""
-SOURCE_LOCALES = Path(__file__).resolve().parents[2] / "locales"
-"""The `.po` sources of a source checkout."""
+from luka_bot.core.locale_files import DOMAIN, locales_dir
 
 
 def compile_po(po_path: Path) -> bytes:
@@ -43,11 +39,6 @@ class SourceI18n(I18n):
     def find_locales(self) -> dict[str, gettext.GNUTranslations]:
         return {po.parts[-3]: gettext.GNUTranslations(BytesIO(compile_po(po)))
                 for po in sorted(self.path.glob(f"*/LC_MESSAGES/{self.domain}.po"))}
-
-
-def locales_dir() -> Path:
-    """Where this installation's catalogs are: compiled in the package, else the source tree."""
-    return PACKAGED_LOCALES if any(PACKAGED_LOCALES.glob(f"*/LC_MESSAGES/{DOMAIN}.mo")) else SOURCE_LOCALES
 
 
 def build_i18n(default_locale: str = "en", path: Path | None = None) -> I18n:

@@ -6,11 +6,11 @@ import logging
 from dataclasses import dataclass
 
 from aiogram import Bot, Dispatcher
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import BotCommand
 from aiogram.utils.i18n import I18n, SimpleI18nMiddleware
 
+from luka_bot.core.bot_api_session import BotApiSession
 from luka_bot.core.config import ConfigError, Settings
 from luka_bot.core.i18n import build_i18n
 from luka_bot.core.metrics import BotMetrics, setup_metrics
@@ -59,9 +59,9 @@ class App:
 def build_bot(settings: Settings) -> Bot:
     if settings.BOT_TOKEN is None:
         raise ConfigError("BOT_TOKEN is not set: put it in the environment or in .env")
-    session = AiohttpSession()
+    session = BotApiSession()
     if settings.TELEGRAM_API_URL:
-        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.TELEGRAM_API_URL))
+        session = BotApiSession(api=TelegramAPIServer.from_base(settings.TELEGRAM_API_URL))
     session.middleware(RetryAfterMiddleware())
     session.middleware(PollingConflictMiddleware())
     session.middleware(PinResponseModels())
@@ -80,7 +80,8 @@ def build_app(settings: Settings, *, fallback: LLMProviderFallback | None = None
                     conversations=Conversations(bot_store, max_messages=settings.HISTORY_MAX_MESSAGES,
                                                 ttl=settings.HISTORY_TTL),
                     reply_streaming=ReplyStreaming(enabled=settings.STREAMING == "on",
-                                                   interval=settings.STREAM_DRAFT_INTERVAL, store=bot_store))
+                                                   interval=settings.STREAM_DRAFT_INTERVAL, store=bot_store,
+                                                   markdown=settings.MARKDOWN == "on"))
     metrics = setup_metrics(settings, fallback, dp)  # None unless METRICS_PORT is set
     SimpleI18nMiddleware(i18n).setup(dp)
     setup_llm_fallback(dp, fallback, admin_ids=settings.ADMIN_IDS, models=LLMModelFactory(fallback),
@@ -98,7 +99,7 @@ def build_app(settings: Settings, *, fallback: LLMProviderFallback | None = None
                                                    locale=locale or i18n.default_locale, language_code=locale)
         if failures:  # the command menu is a convenience: say so once and keep serving
             logger.warning("⚠️ Bot command menu not fully set (%d call(s) refused), carrying on; first: %s",
-                           len(failures), failures[0])
+                           len(failures), failures[0].splitlines()[0])
 
     async def on_shutdown() -> None:
         await fallback.aclose()

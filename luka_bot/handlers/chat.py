@@ -20,6 +20,7 @@ from aiogram.utils.i18n import gettext as _
 from luka_bot.services.agent_factory import create_static_agent_with_basic_tools, tool_has_side_effects
 from luka_bot.services.conversations import Conversations
 from luka_bot.services.llm_model_factory import LLMModelFactory
+from luka_bot.services.message_text import Rendered
 from luka_bot.services.streaming import ReplyStopped, ReplyStreaming, TypingAction
 from luka_bot.services.thread_names import generate_thread_name
 
@@ -32,10 +33,10 @@ def apology() -> str:
     return _("😔 I can't answer right now, try again in a minute.")
 
 
-def stopped(partial: str) -> str:
-    """The partial answer, marked as stopped by the user."""
+def stopped(partial: Rendered) -> Rendered:
+    """The partial answer (as its frames showed it), marked as stopped by the user."""
     mark = _("⏹ Stopped.")
-    return f"{partial.rstrip()}\n\n{mark}" if partial.strip() else mark
+    return partial.then_plain(f"\n\n{mark}") if partial.text.strip() else Rendered(mark)
 
 
 def build_router() -> Router:
@@ -79,12 +80,12 @@ def build_router() -> Router:
                     logger.info("⏹ reply to user %s stopped by the user after %d characters", user_id,
                                 len(stop.partial))
                     await _discard(name_task)
-                    await reply.deliver(message, stopped(stop.partial))
+                    await reply.deliver(message, stopped(reply_streaming.render_draft(stop.partial)))
                     return
                 except Exception as error:  # noqa: BLE001 - the user gets an apology, never a traceback
                     logger.error("chat reply failed for user %s: %s", user_id, type(error).__name__)
                     await _discard(name_task)
-                    await reply.deliver(message, apology())
+                    await reply.deliver(message, Rendered(apology()))
                     return
                 name = await _name_of(name_task)
             if name:

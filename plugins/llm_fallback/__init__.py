@@ -1,9 +1,10 @@
 """LLM provider fallback for aiogram bots, on pydantic-ai.
 
-- `LLMProviderFallback` (engine.py): providers, shared health, force/clear, status;
-  which provider next: routing.py; what is stored under which key: state.py;
+- `LLMProviderFallback` (engine.py): builds the pieces and keeps the seed's management API;
+  what fails over: `errors.classify`; provider state and its only writer: `records.py`, `health.py`;
+  who is tried next: `routing.py`, handed out per request by `plan.Plan`;
 - `LLMFallbackModel` (model.py): the pydantic-ai model that falls back per request, one
-  `ProviderAttempt` (attempt.py) per provider/model tried;
+  `ProviderAttempt` (attempt.py) per provider/model tried, hedged by `hedging.Hedging` if asked;
 - stores (stores/): Redis (shared, one bounded pool, Sentinel) and memory;
 - `setup_llm_fallback(dp, fallback, admin_ids=…)` (setup.py): middleware, admin commands, alerts.
 """
@@ -13,11 +14,13 @@ from .engine import LLMProviderFallback
 from .errors import AllProvidersFailedError, FailedAttempt, FailureKind, StreamCutError, classify, redact
 from .events import AttemptEvent, Event, FallbackEvent, HealthEvent, HedgeEvent
 from .factory import ModelFactory
+from .force import DEFAULT_FORCE_SECONDS, MAX_FORCE_SECONDS, MIN_FORCE_SECONDS, ForceError, check_force, parse_force
 from .hedging import HedgePolicy
 from .loop_lag import LoopLagMonitor
 from .model import LLMFallbackModel
 from .providers import OPENAI_DEFAULT_URL, ProviderSpec, ollama_api_url
 from .setup import set_bot_commands, setup_llm_fallback
+from .status import FallbackStatus, ProviderState, ProviderStatus
 from .stores import (
     MemoryStateStore,
     PendingWrite,
@@ -26,11 +29,13 @@ from .stores import (
     RedisWithLocalFallback,
     SharedRedis,
     StateStore,
-    build_store,
     connect_redis,
 )
 
 __all__ = [
+    "DEFAULT_FORCE_SECONDS",
+    "MAX_FORCE_SECONDS",
+    "MIN_FORCE_SECONDS",
     "OPENAI_DEFAULT_URL",
     "AllProvidersFailedError",
     "AttemptEvent",
@@ -38,6 +43,8 @@ __all__ = [
     "FailedAttempt",
     "FailureKind",
     "FallbackEvent",
+    "FallbackStatus",
+    "ForceError",
     "HealthEvent",
     "HedgeEvent",
     "HedgePolicy",
@@ -48,6 +55,8 @@ __all__ = [
     "ModelFactory",
     "PendingWrite",
     "ProviderSpec",
+    "ProviderState",
+    "ProviderStatus",
     "RedisOptions",
     "RedisStateStore",
     "RedisWithLocalFallback",
@@ -55,10 +64,11 @@ __all__ = [
     "StateStore",
     "StreamCutError",
     "answered_by",
-    "build_store",
+    "check_force",
     "classify",
     "connect_redis",
     "ollama_api_url",
+    "parse_force",
     "redact",
     "set_bot_commands",
     "setup_llm_fallback",

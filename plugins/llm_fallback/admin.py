@@ -23,13 +23,14 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message, Telegram
 from aiogram.utils.formatting import Bold, Text, as_line
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from .engine import MAX_FORCE_SECONDS, MIN_FORCE_SECONDS, LLMProviderFallback
+from .engine import LLMProviderFallback
+from .force import DEFAULT_FORCE_SECONDS, MAX_FORCE_SECONDS, MIN_FORCE_SECONDS, ForceError, Refusal, parse_force
+from .status import FallbackStatus, ProviderState, ProviderStatus
 from .texts import _, duration
 
 logger = logging.getLogger(__name__)
 
 BUTTON_FORCE_SECONDS = 600
-DEFAULT_FORCE_SECONDS = 1800
 ADMIN_COMMANDS = ("llm_status", "llm_force", "llm_clear")
 
 
@@ -67,48 +68,40 @@ def is_admin_button_data(data: str | None) -> bool:
 # --- rendering ---------------------------------------------------------------------------------------
 
 
-def render_status(stats: dict[str, Any]) -> Text:
-    """`/llm_status` as formatted text (entities, so no parse errors on any error text).
-
-    Reads the fields it knows from the engine's stats and ignores any others, so the engine can
-    add fields without breaking the status.
-    """
+def render_status(status: FallbackStatus) -> Text:
+    """`/llm_status` as formatted text (entities, so no parse errors on any error text)."""
     lines: list[Any] = [as_line(Bold(_("🤖 LLM providers")))]
-    for index, (name, health) in enumerate(stats["provider_health"].items(), start=1):
-        lines.append(as_line(f"{index}. ", Bold(name), " — ", _state_text(health)))
-        if health.get("last_error"):
+    for index, provider in enumerate(status.providers, start=1):
+        lines.append(as_line(f"{index}. ", Bold(provider.name), " — ", _state_text(provider)))
+        if provider.last_error:
             lines.append(as_line("   ", _("last error {ago} ago: {error}",
-                                          ago=duration(health.get("last_error_seconds_ago") or 0),
-                                          error=health["last_error"])))
-        if health.get("hedges_last_hour"):
+                                          ago=duration(provider.last_error_seconds_ago or 0),
+                                          error=provider.last_error)))
+        if provider.hedges_last_hour:
             lines.append(as_line("   ", _("slow first reply: hedged to the next provider {count} times in the last hour",
-                                          count=health["hedges_last_hour"])))
-        if health.get("unavailable_models"):
-            lines.append(as_line("   ", _("models not found: {models}",
-                                          models=", ".join(health["unavailable_models"]))))
-    preferred = stats.get("preferred_provider") or _("none")
-    lines.append(as_line(_("Preferred (cached): {provider}", provider=preferred)))
-    if stats.get("forced_provider"):
-        lines.append(as_line(_("Forced: {provider}, {left} left", provider=stats["forced_provider"],
-                               left=duration(stats.get("forced_seconds_left") or 0))))
+                                          count=provider.hedges_last_hour)))
+        if provider.unavailable_models:
+            lines.append(as_line("   ", _("models not found: {models}", models=", ".join(provider.unavailable_models))))
+    lines.append(as_line(_("Preferred (cached): {provider}", provider=status.preferred_provider or _("none"))))
+    if status.forced_provider:
+        lines.append(as_line(_("Forced: {provider}, {left} left", provider=status.forced_provider,
+                               left=duration(status.forced_seconds_left or 0))))
     else:
         lines.append(as_line(_("Forced: none")))
-    lines.append(as_line(_("State store: {store}", store=_store_text(stats.get("store", "?")))))
+    lines.append(as_line(_("State store: {store}", store=_store_text(status.store))))
     return Text(*lines)
 
 
-def _state_text(health: dict[str, Any]) -> str:
-    state = health.get("state")
-    if state == "not_configured":
+def _state_text(provider: ProviderStatus) -> str:
+    if provider.state is ProviderState.NOT_CONFIGURED:
         return _("⚪ not configured")
-    if state == "cooling":
+    if provider.state is ProviderState.COOLING:
         text = _("🔴 cooling down, {left} left (failures: {count})",
-                 left=duration(health.get("cooldown_seconds_left") or 0), count=health.get("failures", 0))
-        if (health.get("cooldown_multiplier") or 0) > 1:
-            text += " " + _("— cooldown grown ×{multiplier} after failed probes",
-                            multiplier=health["cooldown_multiplier"])
+                 left=duration(provider.cooldown_seconds_left), count=provider.failures)
+        if provider.cooldown_multiplier > 1:
+            text += " " + _("— cooldown grown ×{multiplier} after failed probes", multiplier=provider.cooldown_multiplier)
         return text
-    if state == "half_open":
+    if provider.state is ProviderState.HALF_OPEN:
         return _("🟡 cooldown over, next request probes it")
     return _("🟢 healthy")
 
@@ -139,20 +132,12 @@ def usage(fallback: LLMProviderFallback) -> str:
     )
 
 
-def parse_force_args(args: str | None, fallback: LLMProviderFallback) -> tuple[str, int] | None:
-    """`<provider> [seconds]` → (provider, seconds), or None when the arguments are not valid."""
-    parts = (args or "").split()
-    if not 1 <= len(parts) <= 2 or not parts[0].isascii() or parts[0].lower() not in fallback.configured:
-        return None
-    seconds = DEFAULT_FORCE_SECONDS
-    if len(parts) == 2:
-        # ASCII digits only: str.isdigit() also accepts "²", "①" and full-width digits.
-        if not (parts[1].isascii() and parts[1].isdigit()) or len(parts[1]) > len(str(MAX_FORCE_SECONDS)):
-            return None
-        seconds = int(parts[1])
-    if not MIN_FORCE_SECONDS <= seconds <= MAX_FORCE_SECONDS:
-        return None
-    return parts[0].lower(), seconds
+def force_refused(error: ForceError, fallback: LLMProviderFallback) -> str:
+    """The admin's answer to a refused `/llm_force`: what to set, or how to use it."""
+    if error.refusal is Refusal.NOT_CONFIGURED and error.setting:
+        return _("⚠️ {provider} is not configured, so it can't be forced: set {setting} and restart the bot.",
+                 provider=error.provider, setting=error.setting)
+    return usage(fallback)
 
 
 def _cleared_text(cleared: dict[str, Any]) -> str:
@@ -183,13 +168,16 @@ def build_admin_router(admin_ids: Collection[int]) -> Router:
         if command.command == "llm_status":
             await send_status(message, llm_fallback)
         elif command.command == "llm_force":
-            parsed = parse_force_args(command.args, llm_fallback)
-            if parsed is None:
-                await message.answer(usage(llm_fallback))
+            try:
+                force = parse_force(command.args, order=llm_fallback.order, configured=llm_fallback.configured,
+                                    setting_hints=llm_fallback.providers.setting_hints)
+            except ForceError as error:
+                await message.answer(force_refused(error, llm_fallback))
                 return
-            until = await llm_fallback.force_provider(*parsed)
-            logger.warning("🔧 Admin %s forced %s for %ss", message.from_user and message.from_user.id, *parsed)
-            await message.answer(_forced_text(parsed[0], parsed[1], until))
+            until = await llm_fallback.force_provider(force.provider, force.seconds)
+            logger.warning("🔧 Admin %s forced %s for %ss", message.from_user and message.from_user.id,
+                           force.provider, force.seconds)
+            await message.answer(_forced_text(force.provider, force.seconds, until))
         else:
             if command.args:
                 await message.answer(_("Usage: /llm_clear (no arguments)."))
@@ -246,7 +234,7 @@ def _private_only_text() -> str:
 
 async def send_status(message: Message, fallback: LLMProviderFallback, *, edit: bool = False) -> None:
     """Send (or edit in place) the status message with its keyboard."""
-    content = render_status(await fallback.get_provider_stats()).as_kwargs()
+    content = render_status(await fallback.status()).as_kwargs()
     keyboard = status_keyboard(fallback)
     if not edit:
         await message.answer(**content, reply_markup=keyboard)

@@ -59,7 +59,7 @@ class AdminAlerts:
     async def _first_to_announce(self, event: HealthEvent) -> bool:
         store = self.fallback.store
         if event.kind == "all_failed":
-            window = event.cooldown or self.fallback.failure_cooldown
+            window = event.cooldown or self.fallback.health.failure_cooldown
             return await store.set("alert:all_failed", "1", window, only_if_absent=True)
         key = f"alert:{event.provider}"
         for _ in range(_CAS_ROUNDS):

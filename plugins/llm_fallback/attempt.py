@@ -1,28 +1,40 @@
-"""One provider/model tried for one request, from its start to its real end, recorded once.
+"""One provider/model tried for one request, from its start to its real end, settled once.
 
-The attempt enforces its deadlines itself (`request_timeout` over the whole attempt,
-`first_event_timeout` until the first streamed event), so nothing outside it can cancel it
-unseen. A streamed attempt's end is the end of the stream: success is recorded when the stream
-finishes with a finish reason, and a stream that breaks off (or ends truncated) after its first
-event is recorded as the provider's failure and raised as `StreamCutError`.
+Only public pydantic-ai API: `Model.prepare_messages`, `Model.request`, `Model.request_stream`,
+`StreamedResponse.cancel`, `get` and `time_to_first_chunk`. The deadlines are the attempt's own:
+
+- `first_event_timeout` (and `request_timeout`) bound opening a stream: a model's
+  `request_stream` returns once the provider's first chunk has arrived (pydantic-ai's OpenAI and
+  function models peek it), so an error or a silence before the first token is raised here,
+  while the request can still go to the next provider;
+- `request_timeout` bounds the whole attempt; on a stream, a timer cancels the stream when it
+  passes (`StreamedResponse.cancel()`), and the stream's end reports it. A stall between two
+  chunks is the HTTP client's read timeout (the provider's `timeout`);
+- the events of a stream go to the consumer untouched: no per-event cost.
+
+A streamed attempt's end is the end of its stream: the fallback model tells it how the consumer
+left the stream (`stream_ended`), and a stream that broke off after its first chunk (cut,
+stalled, past its deadline, or ended without a finish reason) is recorded as the provider's
+failure and raised as `StreamCutError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx2
-from pydantic_ai.exceptions import ModelRequestTimeout, ModelTimeoutError
+from pydantic_ai.exceptions import ModelAPIError, ModelRequestTimeout
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ThinkingPart
 from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.settings import ModelSettings
 
-from .engine import Plan, Step
-from .errors import DeadlineExceeded, EmptyReply, FailureKind, StreamCutError, Verdict
+from .errors import Blame, EmptyReply, FailureKind, StreamCutError, Verdict
+from .loop_lag import LoopLagMonitor
+from .plan import Plan, Target, Timing
 
 METADATA_KEY = "llm_fallback"
 """`response.metadata[METADATA_KEY]` = {"provider": …, "model": …}: who answered."""
@@ -39,59 +51,71 @@ def _is_empty(response: ModelResponse) -> bool:
                for p in response.parts)
 
 
+def _with_short_connect(settings: ModelSettings | None, connect: float) -> ModelSettings | None:
+    """A caller's `timeout` (seconds) bounds the generation, not the connect: keep ours short."""
+    timeout = (settings or {}).get("timeout")
+    if isinstance(timeout, int | float):
+        return {**settings, "timeout": httpx2.Timeout(timeout, connect=min(timeout, connect))}  # type: ignore[typeddict-item]
+    return settings
+
+
 class ProviderAttempt:
-    def __init__(self, plan: Plan, step: Step, model: Model, settings: ModelSettings | None, *, streamed: bool):
+    def __init__(self, plan: Plan, target: Target, model: Model, settings: ModelSettings | None, *, streamed: bool,
+                 loop_lag: LoopLagMonitor, connect_timeout: float, describe: Callable[[BaseException], str]):
         self.plan = plan
-        self.step = step
+        self.target = target
         self.model = model
-        self.settings = self._with_short_connect(settings, plan.engine.specs[step.provider].connect_timeout)
+        self.settings = _with_short_connect(settings, connect_timeout)
         self.streamed = streamed
+        self.loop_lag = loop_lag
+        self.describe = describe
         self.started = time.monotonic()
-        self.lag_mark = plan.engine.loop_lag.begin()
+        self.lag_mark = loop_lag.begin()
         self.first_event: float | None = None
         self.settled = False
         self.stack = AsyncExitStack()
-        request_timeout = (settings or {}).get("request_timeout")
-        self.deadline = self.started + request_timeout if request_timeout else None
-        self.first_event_timeout = (settings or {}).get("first_event_timeout")
-
-    @staticmethod
-    def _with_short_connect(settings: ModelSettings | None, connect: float) -> ModelSettings | None:
-        """A caller's `timeout` (seconds) bounds the generation, not the connect: keep ours short."""
-        timeout = (settings or {}).get("timeout")
-        if isinstance(timeout, int | float):
-            return {**settings, "timeout": httpx2.Timeout(timeout, connect=min(timeout, connect))}  # type: ignore[typeddict-item]
-        return settings
+        self.request_timeout: float | None = (settings or {}).get("request_timeout")
+        self.first_event_timeout: float | None = (settings or {}).get("first_event_timeout")
+        self._past_deadline = False
 
     @property
     def provider(self) -> str:
-        return self.step.provider
+        return self.target.provider
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def _budget(self, first_event: bool) -> float | None:
-        budgets = []
-        if self.deadline is not None:
-            budgets.append(self.deadline - time.monotonic())
-        if first_event and self.first_event_timeout:
-            budgets.append(self.started + self.first_event_timeout - time.monotonic())
-        return max(0.0, min(budgets)) if budgets else None
-
     def _stamp(self, target: ModelResponse | StreamedResponse) -> None:
-        target.metadata = {**(target.metadata or {}), METADATA_KEY: {"provider": self.provider,
-                                                                     "model": self.step.model.name}}
+        target.metadata = {**(target.metadata or {}),
+                           METADATA_KEY: {"provider": self.provider, "model": self.target.model}}
+
+    def _timeout(self, *, opening: bool) -> tuple[float | None, str]:
+        """Seconds left for this step, and the setting that bounds it."""
+        budgets = []
+        if self.request_timeout:
+            budgets.append((self.request_timeout - self.elapsed(), "request_timeout"))
+        if opening and self.first_event_timeout:
+            budgets.append((self.first_event_timeout - self.elapsed(), "first_event_timeout"))
+        if not budgets:
+            return None, ""
+        left, setting = min(budgets)
+        return max(0.0, left), setting
+
+    def _timed_out(self, setting: str) -> ModelRequestTimeout:
+        limit = self.first_event_timeout if setting == "first_event_timeout" else self.request_timeout
+        return ModelRequestTimeout(self.model.model_name, limit or 0.0, setting=setting)  # type: ignore[arg-type]
 
     # -- running
 
     async def request(self, messages: list[ModelMessage], params: ModelRequestParameters) -> ModelResponse:
         """A non-streamed request; its response is its first event."""
-        prepared = self.model.prepare_messages(messages, params)
+        timeout, setting = self._timeout(opening=False)
         try:
-            async with asyncio.timeout(self._budget(first_event=False)):
-                response = await self.model.request(prepared, self.settings, params)
+            async with asyncio.timeout(timeout):
+                response = await self.model.request(self.model.prepare_messages(messages, params), self.settings,
+                                                    params)
         except TimeoutError:
-            raise DeadlineExceeded(f"no response within the request's deadline ({self.elapsed():.1f}s)") from None
+            raise self._timed_out(setting) from None
         self.first_event = self.elapsed()
         if _is_empty(response):
             raise EmptyReply("the reply was empty")
@@ -101,55 +125,57 @@ class ProviderAttempt:
 
     async def open_stream(self, messages: list[ModelMessage], params: ModelRequestParameters,
                           run_context: Any = None) -> StreamedResponse:
-        """Open the stream and wait for its first event; the stream then reports its own end."""
-        prepared = self.model.prepare_messages(messages, params)
+        """Open the stream: it is handed over once the provider's first chunk arrived."""
+        timeout, setting = self._timeout(opening=True)
         try:
-            async with asyncio.timeout(self._budget(first_event=True)):
-                response = await self.stack.enter_async_context(
-                    self.model.request_stream(prepared, self.settings, params, run_context))
-                events = aiter(response)
-                try:
-                    first = await anext(events)
-                except StopAsyncIteration:
-                    raise EmptyReply("the stream ended without any event") from None
+            async with asyncio.timeout(timeout):
+                stream = await self.stack.enter_async_context(self.model.request_stream(
+                    self.model.prepare_messages(messages, params), self.settings, params, run_context))
         except TimeoutError:
             await self.stack.aclose()
-            raise DeadlineExceeded(f"no first event within the deadline ({self.elapsed():.1f}s)") from None
+            raise self._timed_out(setting) from None
         except BaseException:
             await self.stack.aclose()
             raise
         self.first_event = self.elapsed()
-        self._stamp(response)
-        # `StreamedResponse.__aiter__` hands out the iterator stored here: the consumer gets the
-        # first event again, then the rest through `_observe`, which sees the stream's real end.
-        response._event_iterator = self._observe(events, first)
-        return response
+        self._stamp(stream)
+        left, _ = self._timeout(opening=False)
+        if left is not None:
+            timer = asyncio.get_running_loop().call_later(left, self._deadline_passed, stream)
+            self.stack.callback(timer.cancel)
+        return stream
 
-    async def _observe(self, events: AsyncIterator[Any], first: Any) -> AsyncIterator[Any]:
-        yield first
-        while True:
-            try:
-                async with asyncio.timeout(self._budget(first_event=False)):
-                    event = await anext(events)
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                await self._broke_off(DeadlineExceeded(
-                    f"the stream stalled past the request's deadline ({self.elapsed():.1f}s)"))
-                raise
-            except Exception as error:
-                await self._broke_off(error)
-                raise
-            yield event
-        await self.succeeded()
+    def _deadline_passed(self, stream: StreamedResponse) -> None:
+        self._past_deadline = True
+        task = asyncio.get_running_loop().create_task(stream.cancel())
+        self.stack.push_async_callback(asyncio.gather, task, return_exceptions=True)
 
-    async def _broke_off(self, error: BaseException) -> None:
-        """Record a stream that failed after its first event; raise `StreamCutError` if it was the provider."""
-        verdict = await self.failed(error)
-        if verdict.cool_down:
-            raise StreamCutError(self.provider, self.step.model.name, self.plan.engine.describe(error)) from None
-        if isinstance(error, DeadlineExceeded):
-            raise error
+    async def stream_ended(self, stream: StreamedResponse, error: BaseException | None) -> bool:
+        """The consumer left the stream, normally (`error` None) or with `error` (re-raised by the caller).
+
+        Raises `StreamCutError` when the stream broke off on the provider's side. Returns True when
+        the stream ended well but held nothing (no text, no tool call): an empty reply, struck.
+        """
+        if error is None and self._past_deadline:
+            error = self._timed_out("request_timeout")
+        if error is None:
+            response = stream.get()
+            if response.state != "complete":
+                await self.abandoned("closed")
+            elif _is_empty(response):
+                await self.failed(EmptyReply("the stream ended without any content"))
+                return True
+            else:
+                await self.succeeded()
+        elif isinstance(error, ModelAPIError):  # the provider's side: cut, stalled, or truncated
+            verdict = await self.failed(error)
+            if verdict.blame is not Blame.NONE:
+                raise StreamCutError(self.provider, self.target.model, self.describe(error)) from None
+            if self._past_deadline:
+                raise error
+        else:  # the consumer's own error, a Stop, the caller going away: nobody's fault
+            await self.abandoned("cancelled")
+        return False
 
     # -- settling (each attempt exactly once)
 
@@ -157,34 +183,30 @@ class ProviderAttempt:
         if self.settled:
             return False
         self.settled = True
-        self.plan.engine.loop_lag.end()
+        self.loop_lag.end()
         return True
+
+    def timing(self) -> Timing:
+        return Timing(self.elapsed(), self.first_event, self.streamed)
 
     async def succeeded(self) -> None:
         if self._settle():
-            if self.first_event is not None:
-                self.plan.engine.hedge.observe(self.provider, self.first_event)
-            await self.plan.succeeded(self.step, seconds=self.elapsed(), first_event=self.first_event,
-                                      streamed=self.streamed)
+            await self.plan.succeeded(self.target, self.timing())
 
     async def failed(self, error: BaseException) -> Verdict:
-        elapsed = self.elapsed()
-        excused = (isinstance(error, ModelTimeoutError | ModelRequestTimeout | DeadlineExceeded)
-                   and self.plan.engine.loop_lag.excuses(self.lag_mark, elapsed))
+        excused = self.loop_lag.excuses(self.lag_mark, self.elapsed())
         if not self._settle():  # already settled: nothing more to record, raise what came
-            return Verdict(FailureKind.UNKNOWN, fall_back=False, cool_down=False)
-        return await self.plan.failed(self.step, error, seconds=elapsed, first_event=self.first_event,
-                                      streamed=self.streamed, lag_excused=excused)
+            return Verdict(FailureKind.UNKNOWN, fall_back=False, blame=Blame.NONE)
+        return await self.plan.failed(self.target, error, self.timing(), lag_excused=excused)
 
-    async def abandoned(self, outcome: str) -> None:
-        """Ended without a verdict: the caller went away (`cancelled`) or a hedged twin won (`hedge_lost`)."""
-        elapsed = self.elapsed()
-        slow = (outcome == "hedge_lost" and self.first_event is None
-                and not self.plan.engine.loop_lag.excuses(self.lag_mark, elapsed))
+    async def abandoned(self, outcome: str, *, timed_out: str | None = None) -> None:
+        """Ended without a verdict: the caller went away (`cancelled`/`closed`) or a hedged twin won (`hedge_lost`)."""
         if self._settle():
-            await self.plan.abandoned(self.step, outcome=outcome, seconds=elapsed, first_event=self.first_event,
-                                      streamed=self.streamed, slow=slow)
+            await self.plan.abandoned(self.target, outcome, self.timing(), timed_out=timed_out)
+
+    def produced_nothing(self) -> bool:
+        """No first event yet, and this process's loop lag does not explain the wait (for hedging)."""
+        return self.first_event is None and not self.loop_lag.excuses(self.lag_mark, self.elapsed())
 
     async def close(self) -> None:
         await self.stack.aclose()
-

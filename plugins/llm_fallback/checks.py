@@ -1,58 +1,91 @@
-"""An explicit "check now": one real, minimal chat completion per provider, classified like any call.
+"""A real, minimal chat completion to a provider: for "check now", recovery probes and readiness checks.
 
 A cheap endpoint answering 200 proves nothing about chat completions (an HTML page on `/models`,
-an OpenAI-compatible server without Ollama's `/api/tags`), so the check asks for one token from
-the provider's models in order (a 404 moves to the next model) and records the outcome exactly
-as a real request would: success clears the cooldown, a failure starts one.
+an OpenAI-compatible server without Ollama's `/api/tags`), so a check asks for one token from
+the provider's models in order (a 404 moves to the next model) and classifies the outcome like
+any call. `check_provider` ("check now") records it in the provider's health as a real request
+would: success ends a cooldown, a failure starts one.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from pydantic_ai.exceptions import ModelRequestTimeout
 from pydantic_ai.messages import ModelRequest
 from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.settings import ModelSettings
 
-from .errors import DeadlineExceeded, FailureKind, classify
-
-if TYPE_CHECKING:
-    from .engine import LLMProviderFallback
+from .errors import Blame, FailureKind, Verdict, classify
+from .health import ProviderHealth
+from .providers import ProviderRegistry
 
 CHECK_PROMPT = "Reply with OK."
 
 
-async def check_provider(engine: LLMProviderFallback, provider: str, *, timeout: float = 10.0) -> str | None:
-    """None when `provider` completed a 1-token request, else a short redacted reason (recorded)."""
-    spec = engine.specs[provider]
+@dataclass(frozen=True)
+class CheckResult:
+    """One provider's answer to a check: `verdict` None when a model answered."""
+
+    provider: str
+    verdict: Verdict | None = None
+    error: str | None = None
+    """Short, redacted description of what went wrong."""
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict is None
+
+    @property
+    def reason(self) -> str | None:
+        return None if self.verdict is None else f"{self.verdict.kind.value}: {self.error}"
+
+
+async def try_provider(registry: ProviderRegistry, provider: str, *, timeout: float,
+                       describe: Callable[[BaseException], str], streamed: bool = False) -> CheckResult:
+    """Ask `provider`'s models in order for one token (streamed if asked); records nothing."""
     settings = ModelSettings(max_tokens=1, timeout=timeout)
-    reason: str | None = None
-    for model_name in spec.models:
-        model = engine.models[provider][model_name]
+    params = ModelRequestParameters()
+    result = CheckResult(provider, Verdict(FailureKind.MODEL_MISSING, True, Blame.MODEL), "no model")
+    for model_name in registry.specs[provider].models:
+        model = registry.model(provider, model_name)
+        prompt = model.prepare_messages([ModelRequest.user_text_prompt(CHECK_PROMPT)], params)
         try:
             async with asyncio.timeout(timeout + 1.0):
-                await model.request([ModelRequest.user_text_prompt(CHECK_PROMPT)], settings, ModelRequestParameters())
+                if streamed:
+                    async with model.request_stream(prompt, settings, params) as stream:
+                        async for _ in stream:
+                            pass
+                else:
+                    await model.request(prompt, settings, params)
         except TimeoutError:
-            error: BaseException = DeadlineExceeded(f"no answer within {timeout:.0f}s")
-        except Exception as caught:  # noqa: BLE001 - every outcome is classified and reported
-            error = caught
-        else:
-            await engine.report_provider_success(provider)
-            return None
-        verdict = classify(error)
-        reason = f"{verdict.kind.value}: {engine.describe(error)}"
-        if verdict.kind is FailureKind.MODEL_MISSING:
-            continue
-        if not verdict.cool_down:
-            # The provider answered, but refused this request (a 400): it is up, say why.
-            return reason
-        await engine.report_provider_failure(provider, error, context="check")
-        return reason
-    await engine.report_provider_failure(provider, _AllModelsMissing(reason or "no model"), context="check")
-    return reason
+            error = ModelRequestTimeout(model.model_name, timeout)
+            result = CheckResult(provider, classify(error), describe(error))
+            return result
+        except Exception as error:  # noqa: BLE001 - every outcome is classified and reported
+            verdict = classify(error)
+            result = CheckResult(provider, verdict, describe(error))
+            if verdict.kind is FailureKind.MODEL_MISSING:
+                continue
+            return result
+        return CheckResult(provider)
+    return result
 
 
-class _AllModelsMissing(Exception):
-    """None of the provider's models exist there: the provider cannot serve, cool it down."""
-
+async def check_provider(registry: ProviderRegistry, health: ProviderHealth, provider: str, *, timeout: float,
+                         describe: Callable[[BaseException], str]) -> str | None:
+    """"Check now": None when `provider` completed a 1-token request, else a short redacted reason (recorded)."""
+    result = await try_provider(registry, provider, timeout=timeout, describe=describe)
+    if result.verdict is None:
+        await health.mark_healthy(provider, why="check")
+        return None
+    if result.verdict.kind is FailureKind.MODEL_MISSING:
+        await health.failed(None, provider, FailureKind.MODEL_MISSING.value,
+                            f"none of its models exist there: {result.error} [check]")
+    elif result.verdict.blame is not Blame.NONE:
+        await health.failed(None, provider, result.verdict.kind.value, f"{result.error} [check]",
+                            retry_after=result.verdict.retry_after)
+    # else the provider answered, but refused this request (a 400): it is up, say why
+    return result.reason

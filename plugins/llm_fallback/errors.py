@@ -1,7 +1,9 @@
 """What a failed attempt means: fall back or not, cool the provider down or not.
 
-One table, one function (`classify`), used by every attempt the fallback model makes.
-The table is the contract in DESIGN.md; `tests/test_classification.py` pins it down.
+One table, one function (`classify`): the only place where failover is decided. Every attempt's
+outcome goes through it; `plan.Plan.failed` applies the `Verdict` (`Blame`) to the provider's
+health, and the model only reads `Verdict.fall_back`. `tests/test_classification_http.py` pins
+the table down over real HTTP.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic_ai.exceptions import (
     ModelAPIError,
     ModelAuthenticationError,
     ModelConnectionError,
+    ModelEmptyResponseError,
     ModelHTTPError,
     ModelNotFoundError,
     ModelQuotaExceededError,
@@ -46,76 +49,100 @@ class FailureKind(StrEnum):
     UNKNOWN = "unknown"
 
 
+class Blame(StrEnum):
+    """What a failed attempt costs the provider (applied by `plan.Plan.failed`, decided here only)."""
+
+    NONE = "none"
+    """Nobody's fault: the request, the caller, a twin that won, or this process's own lag."""
+    COOLDOWN = "cooldown"
+    """The provider cools down (skipped by every process until its cooldown ends)."""
+    MODEL = "model"
+    """Only that model cools down (it does not exist there): the provider's next model is tried."""
+    STRIKE = "strike"
+    """A bad reply: that request falls back; `STRIKES_TO_COOL` in one window cool the provider."""
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """The decision for one failed attempt."""
 
     kind: FailureKind
     fall_back: bool
-    """Try the next model / provider with the same request."""
-    cool_down: bool
-    """Skip this provider (or, for MODEL_MISSING, this model) for a while."""
+    """Try the next model / provider with the same request (else the error goes to the caller)."""
+    blame: Blame
     retry_after: float | None = None
     """Seconds the provider asked for (HTTP 429 `Retry-After`), if any."""
+    excused: bool = False
+    """A timeout that this process's event-loop lag explains: no blame, though the provider's would be."""
 
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 """Statuses below 500 that the providers document as retryable (openai-python retries 408, 409,
 429 and 5xx; Ollama answers 5xx for its own failures): they fall back and cool down."""
 
-
-class DeadlineExceeded(Exception):
-    """A per-attempt deadline (`request_timeout` / `first_event_timeout` / the hedge's budget) passed."""
+TIMEOUTS = (ModelTimeoutError, ModelRequestTimeout)
+"""Errors that mean "no answer in time" (a lagging event loop may explain them)."""
 
 
 class EmptyReply(Exception):
     """A provider answered 200 with nothing in it (no text, no tool call)."""
 
 
-def classify(error: BaseException, *, streamed_first_event: bool = False) -> Verdict:
-    """Classify one attempt's exception (DESIGN.md, "Error classification").
+def classify(error: BaseException, *, after_first_event: bool = False, lag_excused: bool = False) -> Verdict:
+    """What one attempt's exception means: the whole table of DESIGN.md, "Error classification".
 
-    `streamed_first_event`: the error came after the stream handed out its first event; the
-    answer is half-sent, so it is raised (never restarted); a transport/provider error
-    (`ModelAPIError`) still cools the provider down, anything else (the consumer's own error,
-    output validation) blames nobody.
+    `after_first_event`: the error came after a stream handed out its first event; half the
+    answer is out, so the model cannot fall back by itself: a transport/provider error
+    (`ModelAPIError`) is a cut that cools the provider (the caller may restart the reply),
+    anything else (the consumer's own error, output validation) blames nobody.
+    `lag_excused`: this process's event loop lagged through most of the attempt, which explains
+    a timeout: the request falls back, nobody is blamed.
     """
-    if streamed_first_event:
-        if isinstance(error, ModelAPIError | DeadlineExceeded):
-            return Verdict(FailureKind.STREAM_CUT, fall_back=False, cool_down=True)
-        return Verdict(FailureKind.UNKNOWN, fall_back=False, cool_down=False)
+    verdict = _verdict(error, after_first_event)
+    if lag_excused and isinstance(error, TIMEOUTS) and verdict.blame is Blame.COOLDOWN:
+        return Verdict(verdict.kind, verdict.fall_back, Blame.NONE, excused=True)
+    return verdict
+
+
+def _verdict(error: BaseException, after_first_event: bool) -> Verdict:
+    if after_first_event:
+        if isinstance(error, EmptyReply):  # a stream whose chunks held nothing: the agent asks again
+            return Verdict(FailureKind.EMPTY, fall_back=False, blame=Blame.STRIKE)
+        if isinstance(error, ModelAPIError):
+            return Verdict(FailureKind.STREAM_CUT, fall_back=False, blame=Blame.COOLDOWN)
+        return Verdict(FailureKind.UNKNOWN, fall_back=False, blame=Blame.NONE)
     if isinstance(error, ContentFilterError) or _is_content_filter(error):
-        return Verdict(FailureKind.REFUSED, fall_back=False, cool_down=False)
+        return Verdict(FailureKind.REFUSED, fall_back=False, blame=Blame.NONE)
     if isinstance(error, ModelNotFoundError):
-        return Verdict(FailureKind.MODEL_MISSING, fall_back=True, cool_down=True)
+        return Verdict(FailureKind.MODEL_MISSING, fall_back=True, blame=Blame.MODEL)
     if isinstance(error, ModelAuthenticationError):
-        return Verdict(FailureKind.AUTH, fall_back=True, cool_down=True)
+        return Verdict(FailureKind.AUTH, fall_back=True, blame=Blame.COOLDOWN)
     if isinstance(error, ModelRateLimitError):
-        return Verdict(FailureKind.RATE_LIMITED, fall_back=True, cool_down=True, retry_after=error.retry_after)
+        return Verdict(FailureKind.RATE_LIMITED, fall_back=True, blame=Blame.COOLDOWN, retry_after=error.retry_after)
     if isinstance(error, ModelRequestRejectedError):
-        return Verdict(FailureKind.REQUEST, fall_back=False, cool_down=False)
-    if isinstance(error, EmptyReply):
-        return Verdict(FailureKind.EMPTY, fall_back=True, cool_down=False)
-    if isinstance(error, ModelTimeoutError | ModelRequestTimeout | DeadlineExceeded):
-        return Verdict(FailureKind.TIMEOUT, fall_back=True, cool_down=True)
+        return Verdict(FailureKind.REQUEST, fall_back=False, blame=Blame.NONE)
+    if isinstance(error, EmptyReply | ModelEmptyResponseError):
+        return Verdict(FailureKind.EMPTY, fall_back=True, blame=Blame.STRIKE)
+    if isinstance(error, TIMEOUTS):
+        return Verdict(FailureKind.TIMEOUT, fall_back=True, blame=Blame.COOLDOWN)
     if isinstance(error, ModelConnectionError):
-        return Verdict(FailureKind.CONNECTION, fall_back=True, cool_down=True)
+        return Verdict(FailureKind.CONNECTION, fall_back=True, blame=Blame.COOLDOWN)
     if isinstance(error, ModelServerError | ModelUnavailableError | ModelQuotaExceededError):
-        return Verdict(FailureKind.SERVER, fall_back=True, cool_down=True)
+        return Verdict(FailureKind.SERVER, fall_back=True, blame=Blame.COOLDOWN)
     if isinstance(error, ModelHTTPError):
         if error.status_code == 408:
-            return Verdict(FailureKind.TIMEOUT, fall_back=True, cool_down=True)
+            return Verdict(FailureKind.TIMEOUT, fall_back=True, blame=Blame.COOLDOWN)
         if error.status_code in RETRYABLE_STATUS or error.status_code >= 500:
-            return Verdict(FailureKind.SERVER, fall_back=True, cool_down=True)
-        return Verdict(FailureKind.REQUEST, fall_back=False, cool_down=False)
+            return Verdict(FailureKind.SERVER, fall_back=True, blame=Blame.COOLDOWN)
+        return Verdict(FailureKind.REQUEST, fall_back=False, blame=Blame.NONE)
     if isinstance(error, ModelAPIError):
         # Uncategorised provider errors; pydantic-ai reports an undecodable body this way.
         kind = FailureKind.MALFORMED if "decode" in str(error).lower() else FailureKind.SERVER
-        return Verdict(kind, fall_back=True, cool_down=True)
+        return Verdict(kind, fall_back=True, blame=Blame.COOLDOWN)
     if isinstance(error, UnexpectedModelBehavior):
-        return Verdict(FailureKind.MALFORMED, fall_back=True, cool_down=True)
+        return Verdict(FailureKind.MALFORMED, fall_back=True, blame=Blame.COOLDOWN)
     # Anything else is not a provider's answer (a bug, a tool's error): surface it, blame nobody.
-    return Verdict(FailureKind.UNKNOWN, fall_back=False, cool_down=False)
+    return Verdict(FailureKind.UNKNOWN, fall_back=False, blame=Blame.NONE)
 
 
 def _is_content_filter(error: BaseException) -> bool:

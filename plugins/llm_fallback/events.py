@@ -1,15 +1,19 @@
-"""What the fallback engine tells its listeners (admin alerts, metrics).
+"""What the fallback engine tells its listeners (admin alerts, metrics), and the bus that tells them.
 
 `LLMProviderFallback.add_listener(fn)`: `fn(event)` (sync or async) is called for every event
-below. Listeners must be cheap and must never raise into an LLM call (the engine logs and
-ignores a listener's error). Match on the class you care about; ignore the others.
+below. Listeners must be cheap and must never raise into an LLM call (the bus logs and ignores
+a listener's error). Match on the class you care about; ignore the others.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
+
+logger = logging.getLogger("llm_fallback")
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,17 +21,21 @@ class HealthEvent:
     """A change an operator cares about (alerts are sent for these).
 
     - `down`: `provider` starts a cooldown of `cooldown` seconds (`error` says why);
-    - `recovered`: `provider` served again after a cooldown (or "check now" proved it works);
-    - `all_failed`: one request found no provider that could answer (`attempts` lists them).
+    - `recovered`: `provider` served again after a cooldown (or a probe or "check now" proved it works);
+    - `all_failed`: one request found no provider that could answer (`attempts` lists them);
+    - `standby_failed`: a readiness check of `provider`, idle while `serving` answers, failed
+      (`error`; `setting` is what an operator would fix); `standby_ready`: it passes again.
     """
 
-    kind: Literal["down", "recovered", "all_failed"]
+    kind: Literal["down", "recovered", "all_failed", "standby_failed", "standby_ready"]
     provider: str | None = None
     error: str | None = None
     cooldown: float | None = None
     attempts: tuple[object, ...] = ()
     has_working_fallback: bool = True
     """For `down`: whether another provider is configured and not cooling down."""
+    setting: str | None = None
+    serving: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,5 +75,49 @@ class HedgeEvent:
     delay: float
 
 
-Event = HealthEvent | AttemptEvent | FallbackEvent | HedgeEvent
+@dataclass(frozen=True, slots=True)
+class ProbeEvent:
+    """A background check of `provider`: a recovery probe while it cools, or a readiness check while it idles.
+
+    `outcome`: `ok` or a `FailureKind` value.
+    """
+
+    provider: str
+    purpose: Literal["recovery", "readiness"]
+    outcome: str
+
+
+Event = HealthEvent | AttemptEvent | FallbackEvent | HedgeEvent | ProbeEvent
 Listener = Callable[[Event], Awaitable[None] | None]
+
+
+class EventBus:
+    """The engine's listeners; `publish` awaits async listeners in order, `publish_soon` does not wait."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Listener] = []
+        self._background: set[asyncio.Task[None]] = set()
+
+    def add(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    async def publish(self, event: Event) -> None:
+        for listener in self.listeners:
+            try:
+                result = listener(event)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                logger.exception("LLM fallback listener failed")
+
+    def publish_soon(self, event: Event) -> None:
+        """For frequent events (attempts): async listeners run in the background, the caller goes on."""
+        for listener in self.listeners:
+            try:
+                result = listener(event)
+                if asyncio.iscoroutine(result):
+                    task = asyncio.get_running_loop().create_task(result)
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+            except Exception:
+                logger.exception("LLM fallback listener failed")

@@ -2,7 +2,7 @@
 
 `FallbackMetrics(fallback, registry)` registers itself as an engine listener and counts what
 the engine reports (`events.py`); `await metrics.refresh()` reads the shared provider state
-(`get_provider_stats()`) into the gauges — call it right before each scrape. Every metric lives
+(`status()`) into the gauges: call it right before each scrape. Every metric lives
 in the `CollectorRegistry` you pass (one per app), never in prometheus-client's global one.
 
 | metric | labels | from |
@@ -12,7 +12,7 @@ in the `CollectorRegistry` you pass (one per app), never in prometheus-client's 
 | `llm_failovers_total` | from_provider, to_provider | `FallbackEvent` |
 | `llm_hedges_total` | provider (the slow one) | `HedgeEvent` |
 | `llm_all_failed_total` | — | `HealthEvent("all_failed")` |
-| `llm_provider_state` | provider, state=`healthy`/`cooling`/`half_open`/`forced` | `refresh()` |
+| `llm_provider_state` | provider, state=`healthy`/`unknown`/`cooling`/`half_open`/`forced` | `refresh()` |
 | `llm_cooldown_seconds_remaining` | provider | `refresh()` |
 
 `forced` is set beside the provider's health state (a forced provider may be cooling too).
@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from .engine import LLMProviderFallback
 from .events import AttemptEvent, Event, FallbackEvent, HealthEvent, HedgeEvent
 
-STATES = ("healthy", "cooling", "half_open", "forced")
+STATES = ("healthy", "unknown", "cooling", "half_open", "forced")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -74,11 +74,9 @@ class FallbackMetrics:
 
     async def refresh(self) -> None:
         """Read the shared state (one store round trip) into `llm_provider_state` and the cooldown gauge."""
-        stats = await self.fallback.get_provider_stats()
-        forced = stats.get("forced_provider")
-        for provider, health in stats["provider_health"].items():
-            current = health.get("state")
+        status = await self.fallback.status()
+        for provider in status.providers:
             for state in STATES:
-                on = provider == forced if state == "forced" else current == state
-                self.provider_state.labels(provider, state).set(1 if on else 0)
-            self.cooldown_left.labels(provider).set(health.get("cooldown_seconds_left") or 0)
+                on = provider.name == status.forced_provider if state == "forced" else provider.state == state
+                self.provider_state.labels(provider.name, state).set(1 if on else 0)
+            self.cooldown_left.labels(provider.name).set(provider.cooldown_seconds_left)

@@ -1,97 +1,91 @@
-"""The plan for one request: hands out attempts in order and takes each outcome once.
+"""The plan for one request: hands out targets in order and applies each attempt's outcome once.
 
-`LLMProviderFallback.plan()` builds it from one read of the shared state and the order from
-`routing.py`. `next_step()` takes a probe lease only for the half-open provider (or model) it
-is about to hand out — never for one a healthier provider ahead of it will serve — and every
-attempt reports back through `succeeded` / `failed` / `abandoned`, which record it in the engine.
+The engine builds it from one read of the shared state and the order from `routing.py`.
+`next_target()` takes a probe lease only for the half-open provider (or model) it is about to
+hand out, never for one a healthier provider ahead of it will serve. Every attempt reports back
+exactly once (`succeeded` / `failed` / `abandoned`); what an error means was decided by
+`errors.classify`, and the plan applies that `Verdict` to the provider's health (`health.py`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from .errors import FailedAttempt, FailureKind, Verdict, classify
-from .events import AttemptEvent, FallbackEvent
-from .routing import Candidate, ModelStep, last_resort
-from .state import Snapshot
-
-if TYPE_CHECKING:
-    from .engine import LLMProviderFallback
+from .errors import Blame, FailedAttempt, FailureKind, Verdict, classify
+from .events import AttemptEvent, EventBus, FallbackEvent
+from .health import ProviderHealth
+from .records import Lease, Snapshot
+from .routing import Candidate, Why
 
 logger = logging.getLogger("llm_fallback")
 
+ANSWERED = frozenset({FailureKind.REQUEST, FailureKind.REFUSED, FailureKind.MODEL_MISSING, FailureKind.EMPTY})
+"""Failures the provider's own API sent back: it is up (status says so), whatever it thought of the request."""
+
 
 @dataclass(frozen=True)
-class Step:
-    """One provider/model to try now, and the model's probe lease if it is a model probe."""
+class Target:
+    """One provider/model to try now, with the model's probe lease if the model is half-open."""
 
     candidate: Candidate
-    model: ModelStep
-    lease: tuple[str, str] | None = None
-    """(key, token) of the model-level probe lease this attempt holds (a 404 cooldown that is over)."""
+    model: str
+    lease: Lease | None = None
 
     @property
     def provider(self) -> str:
         return self.candidate.provider
 
 
-class Plan:
-    """The attempt order for one request; hands out steps and takes their outcomes (once each)."""
+@dataclass(frozen=True)
+class Timing:
+    """How one attempt went in time: start to end, and to its first event (None: there was none)."""
 
-    def __init__(self, engine: LLMProviderFallback, snapshot: Snapshot, candidates: list[Candidate]):
-        self.engine = engine
+    seconds: float
+    first_event: float | None
+    streamed: bool
+
+
+class Plan:
+    """The attempt order for one request; hands out targets and takes their outcomes (once each)."""
+
+    def __init__(self, health: ProviderHealth, events: EventBus, snapshot: Snapshot, candidates: list[Candidate],
+                 *, models: Mapping[str, Sequence[str]], describe: Callable[[BaseException], str]):
+        self.health = health
+        self.events = events
         self.snapshot = snapshot
         self.candidates = candidates
         self.failures: list[FailedAttempt] = []
+        self._all_models = models
+        self._describe = describe
         self._queue: deque[Candidate] = deque(candidates)
-        self._models: deque[ModelStep] = deque()
+        self._models: deque[str] = deque()
         self._current: Candidate | None = None
         self._deferred: list[Candidate] = []
         self._failed_providers: list[str] = []
-        self._provider_leases: dict[str, tuple[str, str]] = {}
+        self._provider_leases: dict[str, Lease] = {}
 
     @property
     def order(self) -> list[str]:
         return [c.provider for c in self.candidates]
 
-    def demote(self, provider: str) -> None:
-        """Try `provider` only after every other (its last answer was unusable)."""
-        if any(c.provider == provider for c in self._queue) and len(self._queue) > 1:
-            kept = [c for c in self._queue if c.provider != provider]
-            self._queue = deque(kept + [last_resort(provider, [m.name for m in self._find(provider).models])])
+    # -- handing out targets
 
-    def _find(self, provider: str) -> Candidate:
-        return next(c for c in self.candidates if c.provider == provider)
-
-    def peek_next_candidate(self) -> Candidate | None:
-        """The next other provider a step would come from, without taking anything (for hedging)."""
-        if self._queue:
-            return self._queue[0]
-        return self._deferred[0] if self._deferred else None
-
-    def skip_current_provider(self) -> None:
-        """The next step comes from the next provider (a hedge goes to another provider).
-
-        The skipped provider's probe lease stays with its attempt still running."""
-        self._models.clear()
-        self._current = None
-
-    async def next_step(self) -> Step | None:
+    async def next_target(self) -> Target | None:
         """The next provider/model to try, taking a probe lease if it needs one; None when exhausted."""
         while True:
             if self._current is not None and self._models:
-                model = self._models.popleft()
-                if not model.probe or self._current.reason in ("last_resort", "pinned", "forced"):
-                    return Step(self._current, model)
-                lease = await self.engine._take_probe(self.snapshot, self._current.provider, model.name)
+                current, model = self._current, self._models.popleft()
+                if model not in current.half_open_models or not current.why.probes_models:
+                    return Target(current, model)
+                lease = await self.health.take_probe(self.snapshot, current.provider, model)
                 if lease is not None:
-                    return Step(self._current, model, lease)
+                    return Target(current, model, lease)
                 continue  # another request probes this model; try the provider's next one
             if self._current is not None:
-                await self.release_provider(self._current.provider)  # its models are exhausted
+                await self._release_provider(self._current.provider)  # its models are exhausted
             self._current = None
             if not self._queue:
                 if not self._deferred:
@@ -101,67 +95,131 @@ class Plan:
             candidate = self._queue.popleft()
             if candidate.provider in self._failed_providers:
                 continue
-            if candidate.probe:
-                lease = await self.engine._take_probe(self.snapshot, candidate.provider)
-                if lease is None:
-                    # Another request probes it: try it last, as a last resort.
-                    self._deferred.append(last_resort(candidate.provider, [m.name for m in candidate.models]))
+            if candidate.why.needs_probe_lease:
+                lease = await self.health.take_probe(self.snapshot, candidate.provider)
+                if lease is None:  # another request probes it: try it last, as a last resort
+                    self._deferred.append(candidate.as_last_resort(self._all_models[candidate.provider]))
                     continue
                 self._provider_leases[candidate.provider] = lease
             self._current = candidate
             self._models = deque(candidate.models)
 
-    async def release_provider(self, provider: str) -> None:
-        """Give back the provider's probe lease, if this request holds it."""
-        lease = self._provider_leases.pop(provider, None)
-        if lease is not None:
-            await self.engine.store.delete_if_equal(*lease)
+    def peek_next(self) -> Candidate | None:
+        """The next other provider a target would come from, without taking anything (for hedging)."""
+        if self._queue:
+            return self._queue[0]
+        return self._deferred[0] if self._deferred else None
+
+    def skip_current_provider(self) -> None:
+        """The next target comes from the next provider (a hedge goes to another provider).
+
+        The skipped provider's probe lease stays with its attempt still running."""
+        self._models.clear()
+        self._current = None
+
+    async def rejected_output(self, provider: str) -> None:
+        """The agent could not use `provider`'s last reply (it asks again): strike it, ask another first."""
+        if provider not in self._all_models:
+            return
+        if any(c.provider == provider for c in self._queue) and len(self._queue) > 1:
+            kept = [c for c in self._queue if c.provider != provider]
+            self._queue = deque(kept + [Candidate(provider, tuple(self._all_models[provider]), Why.LAST_RESORT)])
+        logger.info("Provider %s replied with output the agent could not use; asking another provider", provider)
+        if self.health.strike(provider):
+            await self.health.failed(None, provider, FailureKind.MALFORMED.value, "replies the agent could not use")
+
+    # -- outcomes
+
+    async def succeeded(self, target: Target, timing: Timing) -> None:
+        await self._release(target, provider_too=True)
+        await self.health.succeeded(self.snapshot, target.provider, target.model, streamed=timing.streamed)
+        self._publish(target, "ok", timing, blamed=False)
+        if self._failed_providers and target.provider != self._failed_providers[0]:
+            logger.warning("⚠️ Primary provider failed, using fallback: %s", target.provider)
+            self.events.publish_soon(FallbackEvent(self._failed_providers[0], target.provider))
+
+    async def failed(self, target: Target, error: BaseException, timing: Timing, *,
+                     lag_excused: bool = False) -> Verdict:
+        """Classify and apply one attempt's failure; returns what the request does next."""
+        after_first_event = timing.streamed and timing.first_event is not None
+        verdict = classify(error, after_first_event=after_first_event, lag_excused=lag_excused)
+        description = self._describe(error)
+        if verdict.excused:
+            logger.warning("⏱️ %s/%s timed out while this process's event loop lagged: falling back, no cooldown",
+                           target.provider, target.model)
+        blamed = await self._apply(target, verdict, description)
+        if verdict.fall_back or verdict.kind is FailureKind.STREAM_CUT:
+            self.failures.append(FailedAttempt(target.provider, target.model, verdict.kind, description))
+            if verdict.blame is not Blame.MODEL and target.provider not in self._failed_providers:
+                self._failed_providers.append(target.provider)
+                self._models.clear()
+        self._publish(target, verdict.kind.value, timing, blamed=blamed)
+        return verdict
+
+    async def abandoned(self, target: Target, outcome: str, timing: Timing, *, timed_out: str | None = None) -> None:
+        """The attempt ended without a verdict: the caller went away, or a hedged twin won.
+
+        `timed_out`: the provider is to blame after all (it kept losing hedges without a first
+        event; `hedging.py` decides), recorded as a timeout with this description.
+        """
+        if timed_out is not None:
+            await self.health.failed(self.snapshot, target.provider, FailureKind.TIMEOUT.value, timed_out)
+        elif timing.first_event is not None:
+            await self.health.answered(self.snapshot, target.provider)
+        await self._release(target, provider_too=True)
+        self._publish(target, outcome, timing, blamed=timed_out is not None)
 
     async def close(self) -> None:
         """The request is over: give back every lease it still holds."""
         for provider in list(self._provider_leases):
-            await self.release_provider(provider)
+            await self._release_provider(provider)
 
-    async def succeeded(self, step: Step, *, seconds: float, first_event: float | None, streamed: bool) -> None:
-        await self.engine._record_success(self, step)
-        self.engine._emit_now(AttemptEvent(step.provider, step.model.name, "ok", seconds, first_event, streamed))
-        if self._failed_providers and step.provider != self._failed_providers[0]:
-            logger.warning("⚠️ Primary provider failed, using fallback: %s", step.provider)
-            self.engine._emit_now(FallbackEvent(self._failed_providers[0], step.provider))
+    # -- internals
 
-    async def failed(self, step: Step, error: BaseException, *, seconds: float, first_event: float | None = None,
-                     streamed: bool = False, lag_excused: bool = False) -> Verdict:
-        """Classify and record one attempt's failure; returns what the request does next."""
-        verdict = classify(error, streamed_first_event=first_event is not None and streamed)
-        description = self.engine.describe(error)
-        blamed = verdict.cool_down and not lag_excused
-        if lag_excused and verdict.cool_down:
-            logger.warning("⏱️ %s/%s timed out while this process's event loop lagged: falling back, no cooldown",
-                           step.provider, step.model.name)
-        if verdict.kind is FailureKind.EMPTY:
-            blamed = await self.engine._strike(self, step, verdict, description)
-        elif blamed:
-            await self.engine._record_failure(self, step, verdict, description)
-        else:
-            await self.engine._release(self, step, provider_too=verdict.kind is not FailureKind.MODEL_MISSING)
-        if verdict.fall_back or verdict.kind is FailureKind.STREAM_CUT:
-            self.failures.append(FailedAttempt(step.provider, step.model.name, verdict.kind, description))
-            if verdict.kind is not FailureKind.MODEL_MISSING and step.provider not in self._failed_providers:
-                self._failed_providers.append(step.provider)
-                self._models.clear()
-        self.engine._emit_now(AttemptEvent(step.provider, step.model.name, verdict.kind.value, seconds, first_event,
-                                           streamed, blamed))
-        return verdict
+    async def _apply(self, target: Target, verdict: Verdict, description: str) -> bool:
+        """What the verdict costs the provider; True when it was blamed (a cooldown or a strike out).
 
-    async def abandoned(self, step: Step, *, outcome: str, seconds: float, first_event: float | None = None,
-                        streamed: bool = False, slow: bool = False) -> None:
-        """The attempt ended without a verdict (the caller went away, or a hedged twin won).
+        A new cooldown is written before the probe lease is given back: the next lease holder
+        then reads it, and does not probe again (`ProviderHealth.take_probe`)."""
+        blame = verdict.blame
+        if verdict.kind in ANSWERED:
+            await self.health.answered(self.snapshot, target.provider)
+        if blame is Blame.STRIKE:
+            blame = Blame.COOLDOWN if self.health.strike(target.provider) else Blame.NONE
+        if blame is not Blame.NONE:
+            await self.health.failed(self.snapshot, target.provider, verdict.kind.value, description,
+                                     model=target.model if blame is Blame.MODEL else None,
+                                     retry_after=verdict.retry_after)
+        await self._release(target, provider_too=blame is not Blame.MODEL)
+        return blame is not Blame.NONE
 
-        `slow`: it lost a hedge without producing anything (and this process's loop was not to
-        blame). One such loss is not a failure; `SLOW_LOSSES_TO_COOL` in a row are a timeout.
-        """
-        blamed = await self.engine._slow_loss(self, step) if slow else False
-        if not blamed:
-            await self.engine._release(self, step, provider_too=True)
-        self.engine._emit_now(AttemptEvent(step.provider, step.model.name, outcome, seconds, first_event, streamed,
-                                           blamed))
+    async def _release(self, target: Target, *, provider_too: bool) -> None:
+        await self.health.release(target.lease)
+        if provider_too:
+            await self._release_provider(target.provider)
+
+    async def _release_provider(self, provider: str) -> None:
+        await self.health.release(self._provider_leases.pop(provider, None))
+
+    def _publish(self, target: Target, outcome: str, timing: Timing, *, blamed: bool) -> None:
+        self.events.publish_soon(AttemptEvent(target.provider, target.model, outcome, timing.seconds,
+                                              timing.first_event, timing.streamed, blamed))
+
+
+def log_choice(plan: Plan, primary: str) -> None:
+    """The operator's log markers for a request's first choice (debug, but for the unusual ones)."""
+    if not plan.candidates:
+        return
+    first = plan.candidates[0]
+    snapshot = plan.snapshot
+    preferred = snapshot.preferred.provider if snapshot.preferred else None
+    if first.why is Why.LAST_RESORT:
+        logger.warning("⚠️ Every provider is cooling down; trying all of them anyway: %s", " → ".join(plan.order))
+    elif first.why is Why.HALF_OPEN:
+        logger.info("🔎 Cooldown of %s is over; the next request to reach it probes it", first.provider)
+    elif preferred and preferred != first.provider and snapshot.cooling(preferred):
+        logger.debug("⚠️ Cached provider %s is unhealthy, finding alternative...", preferred)
+    elif preferred == first.provider:
+        logger.debug("✅ Using cached provider: %s", first.provider)
+    elif first.provider == primary:
+        logger.debug("✅ Using primary provider: %s", first.provider)

@@ -1,14 +1,21 @@
-"""Provider definitions: what each provider is, and its pydantic-ai models built once.
+"""The providers: what each one is (`ProviderSpec`), its pydantic-ai models built once, the registry.
 
 Every provider speaks the OpenAI chat-completions protocol (Ollama through its `/v1` API).
 Each gets one `AsyncOpenAI` client, so one HTTP connection pool shared by all its models and
 requests, with SDK retries off (fallback is our retry) and a short connect timeout (a dead
 host is noticed in seconds while a slow generation still has the full read timeout).
+
+OpenAI's GPT-5.4 and later models refuse function tools over Chat Completions while they
+reason (pydantic-ai raises `ModelRequestRejectedError` before sending), and an agent's tools
+and structured output are function tools. So for those models reasoning is turned off
+(`thinking=False`, pydantic-ai's own remedy); a model that always reasons cannot be helped that
+way, and `refuses_chat_tools` names it so start-up can say so.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 ProviderKind = Literal["ollama", "openai"]
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
+DEFAULT_SETTING_HINTS = {"openai": "OPENAI_API_KEY", "ollama": "OLLAMA_URL"}
+"""The settings of the two built-in providers, for specs that name none (`ProviderSpec.setting_hint`)."""
 
 
 def ollama_api_url(url: str) -> str:
@@ -51,10 +60,29 @@ class ProviderSpec:
     connect_timeout: float = 3.0
     configured: bool = True
     """False when a required setting (an API key) is missing: shown in status, never tried."""
+    setting_hint: str | None = None
+    """The setting an operator fixes when this provider refuses our credentials or can't be reached
+    (e.g. `OPENAI_API_KEY`); named in logs, alerts and `/llm_force`'s refusals."""
 
     @property
     def secrets(self) -> tuple[str, ...]:
         return (self.api_key.get_secret_value(),) if self.api_key else ()
+
+
+def _tools_need_reasoning_off(profile: ModelProfile) -> bool:
+    return bool(profile.get("openai_chat_function_tools_require_reasoning_off"))
+
+
+def refuses_chat_tools(kind: ProviderKind, model_name: str) -> bool:
+    """True for a model that takes no tools over Chat Completions whatever its settings (it always reasons)."""
+    profile = (OllamaProvider if kind == "ollama" else OpenAIProvider).model_profile(model_name) or ModelProfile()
+    return _tools_need_reasoning_off(profile) and bool(profile.get("thinking_always_enabled"))
+
+
+def _model_settings(profile: ModelProfile) -> ModelSettings:
+    if _tools_need_reasoning_off(profile):
+        return ModelSettings(max_retries=0, thinking=False)
+    return ModelSettings(max_retries=0)
 
 
 def _strict_streams(provider: OllamaProvider | OpenAIProvider, model_name: str) -> ModelProfile:
@@ -78,21 +106,73 @@ class ProviderClient:
             max_retries=0,
             timeout=httpx2.Timeout(spec.timeout, connect=spec.connect_timeout),
         )
-        settings = ModelSettings(max_retries=0)
         self.models: dict[str, Model] = {}
         for model_name in spec.models:
             if spec.kind == "ollama":
                 provider = OllamaProvider(openai_client=self.client)
+                profile = _strict_streams(provider, model_name)
                 self.models[model_name] = OllamaModel(
-                    model_name, provider=provider, settings=settings, profile=_strict_streams(provider, model_name)
+                    model_name, provider=provider, settings=_model_settings(profile), profile=profile
                 )
                 logger.debug("✅ Created ollama model: %s @ %s", model_name, spec.base_url)
             else:
                 provider = OpenAIProvider(openai_client=self.client)
+                profile = _strict_streams(provider, model_name)
                 self.models[model_name] = OpenAIChatModel(
-                    model_name, provider=provider, settings=settings, profile=_strict_streams(provider, model_name)
+                    model_name, provider=provider, settings=_model_settings(profile), profile=profile
                 )
                 logger.debug("✅ Created OpenAI model: %s", model_name)
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+class ProviderRegistry:
+    """Every provider in priority order (configured or not), and their models."""
+
+    def __init__(self, specs: Sequence[ProviderSpec], models: Mapping[str, Mapping[str, Model]] | None = None):
+        if not specs:
+            raise ValueError("at least one provider is required")
+        self.specs: dict[str, ProviderSpec] = {spec.name: spec for spec in specs}
+        self.clients: dict[str, ProviderClient] = {}
+        if models is None:
+            self.clients = {spec.name: ProviderClient(spec) for spec in specs if spec.configured}
+            models = {name: client.models for name, client in self.clients.items()}
+        self.models: dict[str, Mapping[str, Model]] = dict(models)
+
+    @property
+    def order(self) -> list[str]:
+        return list(self.specs)
+
+    @property
+    def configured(self) -> list[str]:
+        return [name for name, spec in self.specs.items() if spec.configured]
+
+    @property
+    def primary(self) -> str:
+        return self.order[0]
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for spec in self.specs.values() for s in spec.secrets)
+
+    @property
+    def setting_hints(self) -> dict[str, str]:
+        hints = {name: spec.setting_hint or DEFAULT_SETTING_HINTS.get(name) for name, spec in self.specs.items()}
+        return {name: hint for name, hint in hints.items() if hint}
+
+    def spec(self, provider: str) -> ProviderSpec:
+        spec = self.specs.get(provider)
+        if spec is None:
+            raise ValueError(f"unknown provider {provider!r}; known: {', '.join(self.order)}")
+        return spec
+
+    def model(self, provider: str, model: str) -> Model:
+        return self.models[provider][model]
+
+    def model_list(self, provider: str) -> list[Model]:
+        return list(self.models.get(provider, {}).values())
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()

@@ -3,76 +3,79 @@
 1. a forced provider (`/llm_force`) goes first, whatever its health; the others stay behind it;
    a pinned provider (the factory's `force_provider=`, for tests and debugging) is the only one;
 2. then providers in priority order, skipping those in cooldown;
-3. a provider whose cooldown is over is half-open: it keeps its place, and the request that
-   reaches it takes the probe lease just before trying it (one request across all processes);
-   without the lease it is skipped like a cooling one;
+3. a half-open provider (its cooldown is over) keeps its place, and the request that reaches it
+   takes the probe lease just before trying it (one request across all processes); without the
+   lease it is skipped like a cooling one;
 4. whatever was skipped is tried last, in priority order (last resort): never stop for want
    of trying.
 
-Within a provider its models go in order; a model in a "not found" cooldown is skipped
-(half-open models likewise need their own probe lease), except as a last resort.
+Within a provider its models go in order; a model in a "not found" cooldown is skipped (a
+half-open model likewise needs its own probe lease), except as a last resort.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from enum import StrEnum
 
-from .state import Snapshot
-
-Reason = Literal["forced", "pinned", "healthy", "half_open", "last_resort"]
+from .records import Health, Snapshot
 
 
-@dataclass(frozen=True)
-class ModelStep:
-    """One model of a candidate provider; `probe`: its own 404 cooldown is over, it needs the lease."""
+class Why(StrEnum):
+    """Why a provider is in a request's attempt order."""
 
-    name: str
-    probe: bool = False
+    FORCED = "forced"
+    PINNED = "pinned"
+    HEALTHY = "healthy"
+    HALF_OPEN = "half_open"
+    """Its cooldown is over: tried only with the probe lease."""
+    LAST_RESORT = "last_resort"
+    """Cooling (or probed by another request): tried only after every other."""
+
+    @property
+    def needs_probe_lease(self) -> bool:
+        return self is Why.HALF_OPEN
+
+    @property
+    def probes_models(self) -> bool:
+        """Whether a half-open model is tried only with its own probe lease (not when forced or a last resort)."""
+        return self in (Why.HEALTHY, Why.HALF_OPEN)
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One provider to try for this request, with its models in order."""
+    """One provider to try for this request: its models in order, and why it is in the order."""
 
     provider: str
-    models: tuple[ModelStep, ...]
-    reason: Reason
+    models: tuple[str, ...]
+    why: Why
+    half_open_models: frozenset[str] = field(default=frozenset())
 
-    @property
-    def probe(self) -> bool:
-        """The provider's cooldown is over: try it only with the probe lease."""
-        return self.reason == "half_open"
+    def as_last_resort(self, all_models: Sequence[str]) -> Candidate:
+        return Candidate(self.provider, tuple(all_models), Why.LAST_RESORT)
 
 
 def attempt_order(snapshot: Snapshot, providers: Mapping[str, Sequence[str]], *,
                   pinned: str | None = None) -> list[Candidate]:
     """The candidates for one request, in the order they are tried (see the module docstring)."""
     if pinned is not None:
-        return [Candidate(pinned, _all_models(providers[pinned]), "pinned")]
+        return [Candidate(pinned, tuple(providers[pinned]), Why.PINNED)]
     forced = snapshot.forced.provider if snapshot.forced and snapshot.forced.provider in providers else None
     head: list[Candidate] = []
     tail: list[Candidate] = []
     if forced:
-        head.append(Candidate(forced, _all_models(providers[forced]), "forced"))
+        head.append(Candidate(forced, tuple(providers[forced]), Why.FORCED))
     for provider, models in providers.items():
         if provider == forced:
             continue
-        usable = tuple(
-            ModelStep(m, probe=snapshot.half_open(provider, m))
-            for m in models if not snapshot.cooling(provider, m)
-        )
-        if usable and not snapshot.cooling(provider):
-            head.append(Candidate(provider, usable, "half_open" if snapshot.half_open(provider) else "healthy"))
+        states = {m: snapshot.health(provider, m) for m in models}
+        usable = tuple(m for m in models if states[m] is not Health.COOLING)
+        health = snapshot.health(provider)
+        if usable and health is not Health.COOLING:
+            why = Why.HALF_OPEN if health is Health.HALF_OPEN else Why.HEALTHY
+            half_open = frozenset(m for m in usable if states[m] is Health.HALF_OPEN)
+            head.append(Candidate(provider, usable, why, half_open))
         else:
-            tail.append(last_resort(provider, models))
+            tail.append(Candidate(provider, tuple(models), Why.LAST_RESORT))
     return head + tail
-
-
-def last_resort(provider: str, models: Sequence[str]) -> Candidate:
-    return Candidate(provider, _all_models(models), "last_resort")
-
-
-def _all_models(models: Sequence[str]) -> tuple[ModelStep, ...]:
-    return tuple(ModelStep(m) for m in models)

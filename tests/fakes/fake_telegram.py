@@ -21,6 +21,9 @@ Behaviour worth knowing:
 * Texts sent with ``parse_mode=HTML`` are parsed like Telegram does: stored
   messages carry the plain text plus entities and malformed HTML is rejected
   with Telegram's "can't parse entities" 400.  Markdown modes are stored raw.
+  Explicit ``entities`` are checked as Telegram checks them: a known type,
+  offset and length in UTF-16 code units within the text and not splitting a
+  surrogate pair, a ``text_link`` URL Telegram accepts; else Telegram's 400.
 * Chats must be known (a user wrote there, or ``add_chat``) unless
   ``strict_chats=False``; otherwise the bot gets "Bad Request: chat not found".
 * ``chat_members[(chat_id, user_id)]`` is a status ("creator", "administrator",
@@ -38,8 +41,9 @@ Behaviour worth knowing:
   accepted frame is kept in ``drafts`` (``draft_frames(chat_id)``).  A user
   pressing the draft's Stop button is ``stop_generation(chat_id, draft_id)``.
   ``refuse(method, ...)`` makes every call of a method fail until ``accept``
-  (a server without drafts: ``refuse("sendMessageDraft")``); ``fail_next`` is
-  for one-off faults such as a 429.
+  (a server without drafts: ``refuse("sendMessageDraft")``; ``body=`` answers
+  with that raw, non-Bot-API body instead, like a proxy's HTML error page);
+  ``fail_next`` is for one-off faults such as a 429.
 """
 
 from __future__ import annotations
@@ -147,11 +151,12 @@ _MEMBER_DEFAULTS: dict[str, JSON] = {
 class ApiError(Exception):
     """A Bot API error answer: ``{"ok": false, "error_code": ..., "description": ...}``."""
 
-    def __init__(self, error_code: int, description: str, retry_after: int | None = None):
+    def __init__(self, error_code: int, description: str, retry_after: int | None = None, body: str | None = None):
         super().__init__(f"{error_code} {description}")
         self.error_code = error_code
         self.description = description
         self.retry_after = retry_after
+        self.body = body  # answered as is (text/html) instead of Telegram's JSON
 
     def payload(self) -> JSON:
         """The JSON body Telegram would answer with."""
@@ -380,9 +385,64 @@ def parse_html(source: str) -> tuple[str, list[JSON]]:
     return "".join(out), entities
 
 
+ENTITY_TYPES = frozenset(
+    {
+        "mention", "hashtag", "cashtag", "bot_command", "url", "email", "phone_number", "bold", "italic",
+        "underline", "strikethrough", "spoiler", "blockquote", "expandable_blockquote", "code", "pre",
+        "text_link", "text_mention", "custom_emoji", "date_time",
+    }
+)
+
+
+def _link_error(url: str) -> str | None:
+    """Why Telegram refuses a text_link URL (None: accepted): http(s) and tg links, or a bare host name."""
+    scheme, _, rest = url.partition("://") if "://" in url else ("", "", url)
+    if scheme.lower() == "tg":
+        return None
+    if scheme and scheme.lower() not in ("http", "https") or ":" in url and not scheme:
+        return "Unsupported URL protocol"
+    host = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1].split(":", 1)[0]
+    return None if re.fullmatch(r"[\w-]+(\.[\w-]+)+", host) else "Wrong HTTP URL"
+
+
+def check_entities(text: str, entities: list[JSON]) -> None:
+    """Telegram's checks of explicit entities against the text (offsets in UTF-16 code units)."""
+    encoded = text.encode("utf-16-le")
+    length = len(encoded) // 2
+
+    def in_surrogate_pair(offset: int) -> bool:
+        unit = int.from_bytes(encoded[2 * offset : 2 * offset + 2], "little")
+        return 0 < offset < length and 0xDC00 <= unit <= 0xDFFF
+
+    def byte_offset(offset: int) -> int:
+        """Where Telegram notices: the UTF-8 offset after the symbol that `offset` splits."""
+        return len(encoded[: 2 * offset + 2].decode("utf-16-le").encode())
+
+    for entity in entities:
+        if not isinstance(entity, dict) or entity.get("type") not in ENTITY_TYPES:
+            raise bad_request("can't parse MessageEntity: Unsupported type specified")
+        offset, size = entity.get("offset"), entity.get("length")
+        if not isinstance(offset, int) or not isinstance(size, int) or offset < 0 or size < 0:
+            raise bad_request("can't parse MessageEntity: Field \"offset\" must be of type Number")
+        if offset + size > length:
+            raise bad_request(f"entity beginning at UTF-16 offset {offset} ends after the end of the text "
+                              f"at UTF-16 offset {offset + size}")
+        if in_surrogate_pair(offset):
+            raise bad_request(f"entity begins in a middle of a UTF-16 symbol at byte offset {byte_offset(offset)}")
+        if in_surrogate_pair(offset + size):
+            raise bad_request(f"entity beginning at UTF-16 offset {offset} ends in a middle of a UTF-16 symbol "
+                              f"at byte offset {byte_offset(offset + size)}")
+        if entity["type"] == "text_link":
+            if "url" not in entity:
+                raise bad_request("can't parse MessageEntity: Can't find field \"url\"")
+            if reason := _link_error(str(entity["url"])):
+                raise bad_request(f"entity URL '{entity['url']}' is invalid: {reason}")
+
+
 def render_text(text: str, parse_mode: str | None, entities: list[JSON] | None) -> tuple[str, list[JSON]]:
-    """What Telegram stores for a text: explicit entities win, then HTML parsing."""
+    """What Telegram stores for a text: explicit entities win (checked), then HTML parsing."""
     if entities:
+        check_entities(text, entities)
         return text, entities
     if parse_mode and parse_mode.lower() == "html":
         return parse_html(text)
@@ -664,9 +724,13 @@ class FakeTelegram:
         *,
         error_code: int = 404,
         description: str = "Not Found: method not found",
+        body: str | None = None,
     ) -> None:
-        """Make every call of ``method`` fail with this error until ``accept(method)``."""
-        self._refused[method.lower()] = ApiError(error_code, description)
+        """Make every call of ``method`` fail with this error until ``accept(method)``.
+
+        With ``body``, the answer is that raw text (HTTP status ``error_code``), not Telegram's JSON.
+        """
+        self._refused[method.lower()] = ApiError(error_code, description, body=body)
 
     def accept(self, method: str) -> None:
         """Undo ``refuse(method)``."""
@@ -801,6 +865,10 @@ class FakeTelegram:
         except ApiError as error:
             call.error = body = error.payload()
             status = error.error_code
+            if error.body is not None:
+                call.done = True
+                self._calls_signal.notify()
+                return web.Response(text=error.body, status=status, content_type="text/html")
         except Exception as error:  # a bug in the fake or a bad test setup: keep it visible
             logger.exception("FakeTelegram failed to handle %s", method)
             call.error = body = {"ok": False, "error_code": 500, "description": f"Internal Server Error: {error!r}"}

@@ -14,6 +14,7 @@ from aiogram import Bot, Dispatcher, F, Router
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (
+    ClientDecodeError,
     TelegramBadRequest,
     TelegramForbiddenError,
     TelegramRetryAfter,
@@ -250,3 +251,50 @@ async def test_html_chats_members_and_commands(fake: FakeTelegram) -> None:
 
     with pytest.raises(TimeoutError, match="no answered sendMessage call"):
         await fake.wait_for("sendMessage", text_is("never"), timeout=0.05)
+
+
+@pytest.mark.parametrize(("text", "entity", "description"), [
+    ("hi", {"type": "bold", "offset": 0, "length": 3},
+     "Bad Request: entity beginning at UTF-16 offset 0 ends after the end of the text at UTF-16 offset 3"),
+    ("😀 hi", {"type": "bold", "offset": 0, "length": 4}, None),  # the emoji is two UTF-16 units
+    ("😀 hi", {"type": "bold", "offset": 1, "length": 5},
+     "Bad Request: entity beginning at UTF-16 offset 1 ends after the end of the text at UTF-16 offset 6"),
+    ("😀 hi", {"type": "bold", "offset": 1, "length": 2},
+     "Bad Request: entity begins in a middle of a UTF-16 symbol at byte offset 4"),
+    ("😀 hi", {"type": "bold", "offset": 0, "length": 1},
+     "Bad Request: entity beginning at UTF-16 offset 0 ends in a middle of a UTF-16 symbol at byte offset 4"),
+    ("hi", {"type": "shiny", "offset": 0, "length": 2},
+     "Bad Request: can't parse MessageEntity: Unsupported type specified"),
+    ("hi", {"type": "text_link", "offset": 0, "length": 2, "url": "./docs.md"},
+     "Bad Request: entity URL './docs.md' is invalid: Wrong HTTP URL"),
+    ("hi", {"type": "text_link", "offset": 0, "length": 2, "url": "javascript:alert(1)"},
+     "Bad Request: entity URL 'javascript:alert(1)' is invalid: Unsupported URL protocol"),
+    ("hi", {"type": "text_link", "offset": 0, "length": 2, "url": "https://docs.python.org/3/"}, None),
+])
+async def test_explicit_entities_are_checked_against_the_utf16_text(
+    fake: FakeTelegram, text: str, entity: dict[str, Any], description: str | None,
+) -> None:
+    fake.add_chat(1001)
+    async with make_bot(fake) as bot:
+        for send in (lambda e: bot.send_message(1001, text, entities=e),
+                     lambda e: bot.send_message_draft(chat_id=1001, draft_id=1, text=text, entities=e)):
+            if description is None:
+                await send([entity])
+                continue
+            with pytest.raises(TelegramBadRequest) as refused:
+                await send([entity])
+            assert refused.value.message == description
+    if description is None:
+        assert fake.sent_messages(1001)[-1]["entities"] == [entity]
+
+
+async def test_a_refused_method_can_answer_with_a_body_that_is_not_the_bot_apis(fake: FakeTelegram) -> None:
+    fake.add_chat(1001)
+    fake.refuse("sendMessageDraft", error_code=404, body="<html><body><h1>404 Not Found</h1></body></html>")
+    async with make_bot(fake) as bot:
+        with pytest.raises(ClientDecodeError):
+            await bot.send_message_draft(chat_id=1001, draft_id=1, text="x")
+        fake.accept("sendMessageDraft")
+        assert await bot.send_message_draft(chat_id=1001, draft_id=1, text="x") is True
+    refused, accepted = fake.calls_of("sendMessageDraft")
+    assert refused.done and not refused.ok and accepted.ok

@@ -17,16 +17,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from aiogram.exceptions import TelegramAPIError, TelegramRetryAfter
+from aiogram.exceptions import ClientDecodeError, TelegramAPIError, TelegramRetryAfter
 
 from luka_bot.services.task_cancel import cancel_and_wait
 
-from .capabilities import is_refusal
+from .capabilities import FrameError, describe, is_refusal
 from .frames import Frames
 
 logger = logging.getLogger(__name__)
 
-Refused = Callable[[Frames, TelegramAPIError], Frames | None]
+Refused = Callable[[Frames, FrameError], Frames | None]
 FIRST_FRAME_DELAY = 0.25
 """Seconds from the first token to the first frame (at most one interval): a reply complete by
 then goes out as one message, without a draft call that would be replaced milliseconds later."""
@@ -107,13 +107,13 @@ class Preview:
             logger.info("Telegram flood control on %s frames: next frame in %ss", frames.mode, error.retry_after)
             self._next_at = self.clock() + error.retry_after
             self._changed.set()  # then show the newest text
-        except TelegramAPIError as error:
+        except (TelegramAPIError, ClientDecodeError) as error:
             if is_refusal(error):
                 self.frames = self.on_refused(frames, error)
                 self._shown = None
                 self._changed.set()
             else:  # this frame is lost, the next one carries the newest text
-                logger.info("a %s frame was not shown: %s", frames.mode, error.message)
+                logger.info("a %s frame was not shown: %s", frames.mode, describe(error))
                 self._next_at = self.clock() + self.interval
         finally:
             self._in_flight = False

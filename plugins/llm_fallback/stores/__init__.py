@@ -31,8 +31,6 @@ The store keeps strings; what they mean is the engine's business.
 
 from __future__ import annotations
 
-import time
-
 from .base import STORE_ERRORS, Clock, StateStore
 from .local_fallback import RedisWithLocalFallback
 from .memory import MemoryStateStore
@@ -49,22 +47,7 @@ __all__ = [
     "RedisWithLocalFallback",
     "SharedRedis",
     "StateStore",
-    "build_store",
     "connect_redis",
     "escape_glob",
 ]
 
-
-def build_store(redis: str | RedisOptions | SharedRedis | None, *, prefix: str = "llm:",
-                clock: Clock = time.time) -> StateStore:
-    """The store for a deployment: local_fallback Redis when Redis is configured, else process memory.
-
-    `redis` is a URL, `RedisOptions`, or a `SharedRedis` to share with the process's other stores.
-    """
-    if isinstance(redis, str):
-        redis = RedisOptions(redis) if redis else None
-    if isinstance(redis, RedisOptions):
-        redis = SharedRedis(connect_redis(redis)) if redis.configured else None
-    if redis is None:
-        return MemoryStateStore(clock)
-    return RedisWithLocalFallback(RedisStateStore(redis.client, prefix=prefix), MemoryStateStore(clock), shared=redis)
