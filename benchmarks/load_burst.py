@@ -21,7 +21,9 @@ healthy), switches the primary's mode, then queues one message from each of N ne
                 record in Redis (sampled every 0.1 s) or a "🔴 … is down" admin alert;
 - p50/p99       push-to-reply: from queueing the update to the bot's sendMessage with the answer;
 - CPU ms/msg    the bot process's user+system CPU time (/proc/<pid>/stat) over the burst / N;
-- tracebacks    "Traceback" lines in the bot's log.
+- tracebacks    "Traceback" lines in the bot's log;
+- durable inbox  the most messages waiting in it, and the longest any of them went without its live
+                 process refreshing it (sampled every 0.1 s): what `INBOX_ORPHAN_AFTER` must outlast.
 
     python benchmarks/load_burst.py                      # 500 users, ok / http500 / hang
     python benchmarks/load_burst.py --users 100 --scenario http500 --json burst.json
@@ -106,6 +108,14 @@ class Redis:
         keys = list(self.client.scan_iter(match="*cooldown*", count=1000))
         return {p for p in PROVIDERS for key in keys if re.search(rf"(^|[:_]){p}($|[:_])", key)}
 
+    def inbox(self) -> tuple[int, float]:
+        """(messages waiting in the durable inbox, the longest any of them has gone unrefreshed, s)."""
+        stream = f"luka:{TOKEN.partition(':')[0]}:inbox"
+        if not self.client.exists(stream):
+            return 0, 0.0
+        pending = self.client.xpending_range(stream, "bots", "-", "+", 100_000)
+        return len(pending), max((p["time_since_delivered"] for p in pending), default=0) / 1000
+
     def stop(self) -> None:
         self.client.close()
         self.process.terminate()
@@ -148,6 +158,9 @@ class Result:
     cpu_ms_per_msg: float | None = None
     tracebacks: int = 0
     burst_s: float | None = None
+    inbox_max_pending: int = 0
+    inbox_max_idle_s: float = 0.0
+    """The longest a message in the durable inbox went without its (live) process refreshing it."""
 
     @property
     def goal_met(self) -> bool:
@@ -193,6 +206,9 @@ async def run_scenario(scenario: str, args: argparse.Namespace, store: Redis, pr
                 primary.control(mode=scenario)  # the fault lands while the burst is being answered
                 mid_burst = False
             cooled |= store.cooling() & healthy
+            waiting, idle = store.inbox()
+            result.inbox_max_pending = max(result.inbox_max_pending, waiting)
+            result.inbox_max_idle_s = max(result.inbox_max_idle_s, round(idle, 2))
             calls = fake.calls[seen:]
             seen += len(calls)
             for call in calls:
@@ -239,6 +255,9 @@ def print_table(results: list[Result]) -> None:
         print(f"{r.scenario:<9} {r.answered:>4}/{r.users:<4} {r.apologies:>9} {r.unanswered:>10} "
               f"{r.false_cooldowns:>8} {fmt(r.p50_s):>7} {fmt(r.p99_s):>7} {fmt(r.cpu_ms_per_msg, 1):>10} "
               f"{r.tracebacks:>10}  {r.answered_by}")
+    for r in results:
+        print(f"{r.scenario}: durable inbox at most {r.inbox_max_pending} waiting; the longest a waiting message "
+              f"went unrefreshed: {r.inbox_max_idle_s:.2f} s")
     met = all(r.goal_met for r in results)
     print(f"\ngoal (all answered, 0 apologies, 0 false cooldowns): {'met' if met else 'NOT met'}")
 

@@ -38,7 +38,8 @@ TELEGRAM_BACKOFF = BackoffConfig(min_delay=1.0, max_delay=30.0, factor=2.0, jitt
 
 STORE_TEXT = {
     "redis": "redis (shared)",
-    "memory": "memory (this process only; set REDIS_URL to share it)",
+    "memory": "memory (this process only, not durable: messages being answered when it stops are lost; "
+              "set REDIS_URL to share and keep them)",
     "degraded": "degraded: Redis is not answering, process-local state until it does",
 }
 
@@ -86,9 +87,9 @@ async def run_bot(settings: Settings) -> None:
 
                 await run_webhook(app)
             else:
+                # BOT_MAX_CONCURRENT_UPDATES is applied by the inbox's middleware, after a chat's turn
                 await app.dp.start_polling(app.bot, handle_signals=True, close_bot_session=True,
-                                           allowed_updates=app.dp.resolve_used_update_types(),
-                                           tasks_concurrency_limit=settings.BOT_MAX_CONCURRENT_UPDATES or None)
+                                           allowed_updates=app.dp.resolve_used_update_types())
         finally:
             if not started:
                 await app.fallback.aclose()

@@ -183,6 +183,17 @@ async def test_start_up_line_says_redis_when_redis_answers(tmp_path: Path, redis
     start = next(line for line in bot.log().splitlines() if "luka_bot starting" in line)
     assert start.endswith("(state store: redis (shared))"), start
     assert "Telegram is not reachable" not in bot.log()
+    assert "📥 Inbox: durable (Redis stream luka:123456:inbox)" in bot.log()
+
+
+async def test_start_up_says_a_bot_without_redis_is_not_durable(tmp_path: Path) -> None:
+    async with FakeTelegram(token=TOKEN) as fake, bot_process(tmp_path, TELEGRAM_API_URL=fake.url) as bot:
+        await fake.wait_polling(timeout=120)
+        await bot.wait_log("Inbox: process memory")
+        assert await bot.stop() == 0
+    start = next(line for line in bot.log().splitlines() if "luka_bot starting" in line)
+    assert "state store: memory (this process only, not durable" in start, start
+    assert "📥 Inbox: process memory, NOT durable" in bot.log()
 
 
 # --- a TELEGRAM_API_URL that is not (quite) the Bot API ------------------------------------------------------

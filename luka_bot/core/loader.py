@@ -20,6 +20,7 @@ from luka_bot.core.telegram_retry import RetryAfterMiddleware
 from luka_bot.handlers import get_routers
 from luka_bot.services.bot_store import BotStore
 from luka_bot.services.conversations import Conversations
+from luka_bot.services.inbox import Inbox, setup_inbox
 from luka_bot.services.llm_model_factory import LLMModelFactory
 from luka_bot.services.llm_provider_fallback import create_llm_provider_fallback, set_llm_provider_fallback
 from luka_bot.services.state_stores import Stores, build_stores
@@ -52,6 +53,7 @@ class App:
     i18n: I18n
     stores: Stores
     metrics: BotMetrics | None = None
+    inbox: Inbox | None = None
 
 
 def build_bot(settings: Settings) -> Bot:
@@ -84,6 +86,7 @@ def build_app(settings: Settings, *, fallback: LLMProviderFallback | None = None
     SimpleI18nMiddleware(i18n).setup(dp)
     setup_llm_fallback(dp, fallback, admin_ids=settings.ADMIN_IDS, models=LLMModelFactory(fallback),
                        alert_locale=settings.DEFAULT_LANGUAGE)
+    inbox = setup_inbox(dp, bot, settings, stores)  # after the plugin: its drain covers updates waiting their turn
     dp.include_routers(*get_routers())
 
     async def on_startup(bot: Bot) -> None:
@@ -104,4 +107,4 @@ def build_app(settings: Settings, *, fallback: LLMProviderFallback | None = None
 
     dp.startup.register(on_startup)
     dp.shutdown.register(on_shutdown)
-    return App(settings, bot, dp, fallback, bot_store, i18n, stores, metrics)
+    return App(settings, bot, dp, fallback, bot_store, i18n, stores, metrics, inbox)

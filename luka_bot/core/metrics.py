@@ -1,9 +1,10 @@
 """`/metrics` for Prometheus when `METRICS_PORT` is set (optional extra: `pip install 'luka-bot[metrics]'`).
 
 Without `METRICS_PORT` nothing here is imported and the bot runs as before. With it, the
-engine's metrics (`plugins.llm_fallback.metrics`) and the bot's update metrics
+engine's metrics (`plugins.llm_fallback.metrics`), the bot's update metrics
 (`bot_updates_total{type}`, `bot_update_seconds`, `bot_updates_in_flight`, from an outer
-middleware on `dp.update`) are served on `METRICS_HOST:METRICS_PORT/metrics`. In webhook mode
+middleware on `dp.update`) and the durable inbox's (`bot_inbox_pending`, `bot_inbox_oldest_seconds`,
+`bot_inbox_claimed_total`) are served on `METRICS_HOST:METRICS_PORT/metrics`. In webhook mode
 with `METRICS_PORT == WEBHOOK_PORT` the webhook's own web server serves `/metrics`
 (`attach_metrics_route`).
 """
@@ -51,6 +52,30 @@ class UpdateMetricsMiddleware(BaseMiddleware):
             self.seconds.observe(time.perf_counter() - started)
 
 
+class InboxMetrics:
+    """The durable inbox, read at scrape time: messages waiting (all processes), the oldest's age, claims here."""
+
+    def __init__(self, registry: Any):
+        from prometheus_client import Counter, Gauge
+
+        self.pending = Gauge("bot_inbox_pending", "Messages recorded and not answered yet (every process)",
+                             registry=registry)
+        self.oldest = Gauge("bot_inbox_oldest_seconds", "Age of the oldest message waiting for its answer",
+                            registry=registry)
+        self.claimed = Counter("bot_inbox_claimed", "Messages this process took over from a process that stopped",
+                               registry=registry)
+        self._claimed_seen = 0
+
+    async def refresh(self, inbox: Any) -> None:
+        if inbox is None:
+            return
+        stats = await inbox.stats()
+        self.pending.set(stats.pending)
+        self.oldest.set(stats.oldest_seconds or 0)
+        self.claimed.inc(stats.claimed_total - self._claimed_seen)
+        self._claimed_seen = stats.claimed_total
+
+
 class BotMetrics:
     """One app's registry: the engine's metrics, the update middleware, the `/metrics` handler."""
 
@@ -65,6 +90,8 @@ class BotMetrics:
         self.fallback_metrics = FallbackMetrics(fallback, self.registry)
         self.updates = UpdateMetricsMiddleware(self.registry)
         dp.update.outer_middleware(self.updates)
+        self.dp = dp
+        self.inbox = InboxMetrics(self.registry)
 
     async def render(self) -> tuple[bytes, str]:
         """The exposition text, with the provider state read just now."""
@@ -74,6 +101,10 @@ class BotMetrics:
             await self.fallback_metrics.refresh()
         except Exception as error:  # noqa: BLE001 - a store hiccup must not break the scrape
             logger.warning("metrics: provider state not refreshed (%s)", type(error).__name__)
+        try:
+            await self.inbox.refresh(self.dp.get("inbox"))
+        except Exception as error:  # noqa: BLE001 - same for the inbox
+            logger.warning("metrics: inbox not refreshed (%s)", type(error).__name__)
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
     async def handle(self, request: web.Request) -> web.Response:

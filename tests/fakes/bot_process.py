@@ -142,6 +142,11 @@ class BotProcess:
         await self.process.wait()
 
 
+def log_tails(bots: Sequence[BotProcess], name: str = "bot", chars: int = 2500) -> str:
+    """The log tails of several bot processes, each under a header (an assertion message)."""
+    return "\n".join(f"--- {name} {i} log (tail) ---\n{bot.log_tail(chars)}" for i, bot in enumerate(bots))
+
+
 def sent(chat_id: int, check: Callable[[str], bool]) -> Callable[[Call], bool]:
     """A predicate for the bot's successful sendMessage to `chat_id` whose text satisfies `check`."""
     def predicate(call: Call) -> bool:
