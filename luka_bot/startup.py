@@ -19,6 +19,7 @@ from aiogram.utils.backoff import Backoff, BackoffConfig
 
 from luka_bot.core.config import ConfigError, Settings
 from luka_bot.core.loader import App, build_app, build_bot
+from luka_bot.core.send_pacer import describe as describe_budget
 from luka_bot.core.logging_setup import setup_logging
 
 logger = logging.getLogger("luka_bot")
@@ -64,7 +65,8 @@ async def run_bot(settings: Settings) -> None:
         app = build_app(settings, bot=bot)
         try:
             store = await store_in_use(app)
-            logger.info("🚀 luka_bot starting as @%s (state store: %s)", me.username, store)
+            logger.info("🚀 luka_bot starting as @%s (state store: %s; send budget: %s)", me.username, store,
+                        describe_budget(app.paced))
             started = True
             if settings.WEBHOOK_URL:
                 from luka_bot.webhook import run_webhook  # aiohttp's server only in webhook mode

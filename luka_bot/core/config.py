@@ -100,6 +100,14 @@ class Settings(BaseSettings):
     LLM_MAX_CONCURRENT_REQUESTS: int = Field(64, ge=0)
     # --- end of admission control ---
 
+    # --- Telegram's flood limits: one send budget per bot (docs/operations.md, "Flood control") ---
+    TELEGRAM_SENDS_PER_SECOND: float = Field(30.0, gt=0, le=1000)  # the whole bot, every chat
+    TELEGRAM_SENDS_BURST: int = Field(30, ge=1, le=1000)
+    TELEGRAM_CHAT_SENDS_PER_SECOND: float = Field(1.0, gt=0, le=100)  # one chat
+    TELEGRAM_CHAT_BURST: int = Field(3, ge=1, le=100)
+    TELEGRAM_GROUP_SENDS_PER_MINUTE: float = Field(20.0, gt=0, le=6000)  # one group, on top of the chat's rate
+    TELEGRAM_SEND_DEADLINE: float = Field(300.0, ge=1, le=86400)  # an answer is retried after 429s this long
+
     # Conversations
     HISTORY_MAX_MESSAGES: int = Field(20, ge=2, le=200)
     HISTORY_TTL: int = Field(7 * 24 * 3600, gt=0)
