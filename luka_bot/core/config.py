@@ -102,7 +102,7 @@ class Settings(BaseSettings):
 
     # --- Telegram's flood limits: one send budget per bot (docs/operations.md, "Flood control") ---
     TELEGRAM_SENDS_PER_SECOND: float = Field(30.0, gt=0, le=1000)  # the whole bot, every chat
-    TELEGRAM_SENDS_BURST: int = Field(30, ge=1, le=1000)
+    TELEGRAM_SENDS_BURST: int = Field(20, ge=1, le=1000)  # below ~30: slack for requests that arrive early
     TELEGRAM_CHAT_SENDS_PER_SECOND: float = Field(1.0, gt=0, le=100)  # one chat
     TELEGRAM_CHAT_BURST: int = Field(3, ge=1, le=100)
     TELEGRAM_GROUP_SENDS_PER_MINUTE: float = Field(20.0, gt=0, le=6000)  # one group, on top of the chat's rate

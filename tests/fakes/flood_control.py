@@ -69,6 +69,8 @@ class FloodControl:
     """Calls that took a token, by method."""
     refused: Counter[str] = field(default_factory=Counter)
     """Calls answered 429, by method."""
+    refused_by: Counter[str] = field(default_factory=Counter)
+    """Calls answered 429, by the bucket that was empty: `overall`, `chat`, `group` or `bot` (`flood_bot`)."""
     _overall: TokenBucket | None = None
     _chats: dict[Any, TokenBucket] = field(default_factory=dict)
     _groups: dict[Any, TokenBucket] = field(default_factory=dict)
@@ -84,11 +86,11 @@ class FloodControl:
             return None
         now = self.clock()
         if now < self._flooded_until:
-            return self._refuse(method, self._flooded_until - now)
+            return self._refuse(method, self._flooded_until - now, "bot")
         buckets = self._buckets(params.get("chat_id"))
-        wait = max(bucket.wait(now) for bucket in buckets)
-        if wait > 0:
-            return self._refuse(method, wait)
+        waits = [bucket.wait(now) for bucket in buckets]
+        if max(waits) > 0:
+            return self._refuse(method, max(waits), ("overall", "chat", "group")[waits.index(max(waits))])
         for bucket in buckets:
             bucket.take(now)
         self.accepted[method] += 1
@@ -102,8 +104,9 @@ class FloodControl:
     def total_accepted(self) -> int:
         return sum(self.accepted.values())
 
-    def _refuse(self, method: str, wait: float) -> int:
+    def _refuse(self, method: str, wait: float, bucket: str) -> int:
         self.refused[method] += 1
+        self.refused_by[bucket] += 1
         return max(1, math.ceil(wait))
 
     def _buckets(self, chat: Any) -> list[TokenBucket]:

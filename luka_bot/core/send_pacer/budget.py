@@ -28,8 +28,8 @@ from plugins.llm_fallback import SharedRedis
 Clock = Callable[[], float]
 ChatId = int | str
 
-RESOLUTION = 1000
-"""Rates are kept as `per_second × RESOLUTION` per `RESOLUTION` s: 0.001/s steps, no float drift."""
+RESOLUTION = 1_000_000
+"""Rates are kept as whole `per_second × RESOLUTION` per `RESOLUTION` s (GCRA wants integers)."""
 IDLE_FORGET = 120.0
 """Seconds after which an unused chat's bucket is forgotten (long after it has refilled)."""
 
@@ -47,7 +47,7 @@ def is_group(chat: ChatId) -> bool:
 class Limits:
     per_second: float = 30.0
     """The whole bot, every chat together."""
-    burst: int = 30
+    burst: int = 20
     chat_per_second: float = 1.0
     chat_burst: int = 3
     group_per_minute: float = 20.0
