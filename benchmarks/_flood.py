@@ -61,6 +61,8 @@ class FloodResult:
     frames: int = 0
     """Of the sends: draft frames and edits."""
     last_answer_s: float | None = None
+    typing: int = 0
+    """sendChatAction calls in the burst (not paced: through the budget they would cost typing ÷ 30 s)."""
     tracebacks: int = 0
     errors: int = 0
     refused_by_method: dict[str, int] | None = None
@@ -168,6 +170,7 @@ async def run_arm(arm_name: str, args: argparse.Namespace, redis: Any, primary: 
             result.last_answer_s = rnd(max(answered.values()) - started) if answered else None
             result.sends, result.refused = flood.total_accepted, flood.total_refused
             result.refused_by_method = dict(flood.refused)
+            result.typing = len([c for c in fake.calls[mark:] if c.method == "sendChatAction"])
             result.frames = sum(n for method, n in flood.accepted.items() if method != "sendMessage")
     finally:
         await arm.stop()
@@ -210,10 +213,11 @@ def print_flood_table(results: list[FloodResult]) -> bool:
         print(f"| {r.arm} | {r.delivered} / {r.users} | {r.sends} ({r.frames}) | {r.refused} | "
               f"{r.share_429 * 100:.2f} % | {fmt(r.last_answer_s, 1, ' s')} | {r.floor_s:.1f} s | "
               f"{fmt(ratio, 2, '×')} | {r.tracebacks} |")
-        if r.refused_by_method:
-            print(f"  429s by method: {r.refused_by_method}", file=sys.stderr)
         if r.arm != "anchor":
             met &= r.delivered == r.users and r.share_429 <= 0.01 and (ratio is None or ratio <= 1.1)
+    for r in results:
+        print(f"- {r.arm}: 429s by method {r.refused_by_method or {}}; sendChatAction calls (not paced) "
+              f"{r.typing}; ERROR lines {r.errors}")
     print(f"\ngoal (every answer delivered, 429s ≤ 1 %, last answer ≤ 1.1 × anchor): {'met' if met else 'NOT met'}")
     return met
 
