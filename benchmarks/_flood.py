@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import itertools
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -179,25 +178,6 @@ async def run_arm(arm_name: str, args: argparse.Namespace, redis: Any, primary: 
     result.tracebacks = logs.count("Traceback")
     result.errors = logs.count(" ERROR ")
     return result
-
-
-async def run_flood(args: argparse.Namespace, store: Any) -> list[FloodResult]:
-    """Every arm of `args.arms`, on `store` (a throw-away redis-server, stopped here)."""
-    primary = FakeLLMProcess("ollama", latency=args.latency)
-    fallback = FakeLLMProcess("openai", latency=args.latency)
-    results = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="flood_burst_") as tmp:
-            workdir = Path(args.keep_logs) if args.keep_logs else Path(tmp)
-            workdir.mkdir(parents=True, exist_ok=True)
-            for arm in args.arms:
-                print(f"… flood {arm}: {args.users} users", file=sys.stderr, flush=True)
-                results.append(await run_arm(arm, args, store, primary, fallback, workdir))
-    finally:
-        primary.stop()
-        fallback.stop()
-        store.stop()
-    return results
 
 
 def print_flood_table(results: list[FloodResult]) -> bool:

@@ -48,11 +48,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import redis
 from _common import ROOT, FakeLLMProcess, fmt, percentile, rnd
-from _flood import ARMS, flood_json, print_flood_table, run_flood
+from _flood import ARMS, flood_json, print_flood_table, run_arm
 
 from tests.fakes.bot_process import BotProcess, bot_env
 from tests.fakes.fake_telegram import FakeTelegram
@@ -245,7 +246,9 @@ def print_table(results: list[Result]) -> None:
     print(f"\ngoal (all answered, 0 apologies, 0 false cooldowns): {'met' if met else 'NOT met'}")
 
 
-async def main_async(args: argparse.Namespace) -> list[Result]:
+async def run_each(args: argparse.Namespace, names: list[str], run_one: Any, label: str = "") -> list[Any]:
+    """`run_one(name, args, store, primary, fallback, workdir)` for each name, on one redis-server and one pair
+    of fake providers (stopped at the end)."""
     store = Redis()
     primary = FakeLLMProcess("ollama", latency=args.latency)
     fallback = FakeLLMProcess("openai", latency=args.latency)
@@ -254,9 +257,9 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
         with tempfile.TemporaryDirectory(prefix="load_burst_") as tmp:
             workdir = Path(args.keep_logs) if args.keep_logs else Path(tmp)
             workdir.mkdir(parents=True, exist_ok=True)
-            for scenario in args.scenario:
-                print(f"… {scenario}: {args.users} users", file=sys.stderr, flush=True)
-                results.append(await run_scenario(scenario, args, store, primary, fallback, workdir))
+            for name in names:
+                print(f"… {label}{name}: {args.users} users", file=sys.stderr, flush=True)
+                results.append(await run_one(name, args, store, primary, fallback, workdir))
     finally:
         primary.stop()
         fallback.stop()
@@ -290,13 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the bot, fakes and Redis are stopped
     if args.flood:
-        flooded = asyncio.run(run_flood(args, Redis()))
+        flooded = asyncio.run(run_each(args, args.arms, run_arm, "flood "))
         met = print_flood_table(flooded)
         if args.json:
             Path(args.json).write_text(json.dumps({"users": args.users, "latency": args.latency, "env": args.env,
                                                    "arms": flood_json(flooded)}, indent=2, ensure_ascii=False))
         return 0 if met else 1
-    results = asyncio.run(main_async(args))
+    results = asyncio.run(run_each(args, args.scenario, run_scenario))
     print_table(results)
     if args.json:
         payload = {"users": args.users, "latency": args.latency, "timeout": args.timeout, "env": args.env,

@@ -95,13 +95,19 @@ def _env(world_fake: FakeTelegram, primary: PacedLLM, redis_url: str, **settings
     return bot_env(world_fake, primary, redis_url=redis_url, OLLAMA_TIMEOUT=10, LOG_LEVEL="INFO", **settings)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+async def _fakes(redis_server: RedisServer) -> tuple[FakeTelegram, PacedLLM]:
+    """An empty Redis, a fake Bot API (flood control comes with each test) and a fast-streaming primary."""
     empty_redis(redis_server)
     fake = await FakeTelegram(token=TOKEN).start()
     primary = PacedLLM("ollama", latency=0.02)
     primary.pace = 0.0
     await primary.start()
+    return fake, primary
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    fake, primary = await _fakes(redis_server)
     metrics_port = free_port()
     env = _env(fake, primary, redis_server.url, STREAM_DRAFT_INTERVAL=0.3, METRICS_PORT=metrics_port,
                METRICS_HOST="127.0.0.1")
@@ -187,11 +193,7 @@ async def test_a_bot_wide_retry_after_pauses_every_chat(world: World) -> None:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def replicas(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    empty_redis(redis_server)
-    fake = await FakeTelegram(token=TOKEN).start()
-    primary = PacedLLM("ollama", latency=0.02)
-    primary.pace = 0.0
-    await primary.start()
+    fake, primary = await _fakes(redis_server)
     workdir = tmp_path_factory.mktemp("flood_replicas")
     ports = [free_port(), free_port()]
     bots = [await BotProcess.start(_env(fake, primary, redis_server.url, WEBHOOK_URL=f"http://127.0.0.1:{port}",

@@ -21,6 +21,7 @@ from aiogram.exceptions import TelegramRetryAfter
 from aiogram.methods import EditMessageText, SendChatAction, SendMessage, SendMessageDraft, TelegramMethod
 
 from luka_bot.core.send_pacer import (
+    FloodPauses,
     FrameSkipped,
     Limits,
     PacedSends,
@@ -28,6 +29,7 @@ from luka_bot.core.send_pacer import (
     SendBudget,
     SendNotDelivered,
     SendPacer,
+    Scope,
     sending_as,
 )
 from plugins.llm_fallback import RedisOptions, SharedRedis, connect_redis
@@ -318,6 +320,22 @@ async def test_replicas_on_one_redis_spend_one_budget(redis_url: str, time: Virt
         assert await replicas[0].take("all", Limits().overall()) == pytest.approx(1 / 30, abs=0.002)
         assert await _admitted([other_bot], "all", 20) == 20, "another bot (token) has its own budget"
         assert replicas[0].scope == "bot"
+    finally:
+        for redis in shared:
+            await redis.client.aclose()
+
+
+async def test_a_bot_wide_pause_holds_every_replica(redis_url: str, time: VirtualTime) -> None:
+    shared = [_shared(redis_url), _shared(redis_url)]
+    replicas = [FloodPauses(clock=time) for _ in shared]
+    try:
+        for pauses, redis in zip(replicas, shared, strict=True):
+            pauses.share(redis, "luka:42:send:")
+        assert await replicas[0].flooded(1, 4, "SendMessage") is Scope.CHAT
+        assert await replicas[1].bot_wide() == 0, "a chat's pause stays with the replica that met it"
+        assert await replicas[0].flooded(2, 6, "SendMessage") is Scope.BOT
+        assert await replicas[1].bot_wide() == pytest.approx(6, abs=0.01), "every replica holds"
+        assert replicas[1].local(99) == pytest.approx(6, abs=0.01)
     finally:
         for redis in shared:
             await redis.client.aclose()

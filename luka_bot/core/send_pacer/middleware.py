@@ -85,9 +85,10 @@ class PacedSends(BaseRequestMiddleware):
             return await self._send(make_request, bot, method)
         if not sends_into_chat(method):
             return await self._send(make_request, bot, method)
-        if priority_of(method) is Priority.FRAME:
+        priority = priority_of(method)
+        if priority is Priority.FRAME:
             return await self._frame(make_request, bot, method)
-        return await self._deliver(make_request, bot, method)
+        return await self._deliver(make_request, bot, method, priority)
 
     async def _send(self, make_request: NextRequestMiddlewareType[Any], bot: Bot, method: TelegramMethod[Any]) -> Any:
         name = type(method).__name__
@@ -114,9 +115,9 @@ class PacedSends(BaseRequestMiddleware):
             await self._flooded(chat, error, method, frame=True)
             raise
 
-    async def _deliver(self, make_request: NextRequestMiddlewareType[Any], bot: Bot,
-                       method: TelegramMethod[Any]) -> Any:
-        chat, priority = chat_of(method), priority_of(method)
+    async def _deliver(self, make_request: NextRequestMiddlewareType[Any], bot: Bot, method: TelegramMethod[Any],
+                       priority: Priority) -> Any:
+        chat = chat_of(method)
         asked = self.clock()
         deadline = asked + self.deadline
         while True:
