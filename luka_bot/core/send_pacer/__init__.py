@@ -23,8 +23,8 @@ from .pauses import FloodPauses, Scope
 from .priority import Priority, priority_of, sending_as
 
 __all__ = ["FloodPauses", "FrameSkipped", "Limits", "NoMetrics", "PacedSends", "Priority", "Scope", "SendBudget",
-           "SendMetrics", "SendNotDelivered", "SendPacer", "find_paced_sends", "paced_sends", "priority_of",
-           "sending_as", "setup_paced_sends"]
+           "SendMetrics", "SendNotDelivered", "SendPacer", "describe", "find_paced_sends", "paced_sends",
+           "priority_of", "sending_as", "setup_paced_sends"]
 
 
 def paced_sends(settings: Settings) -> PacedSends:
