@@ -196,8 +196,11 @@ async def replicas(redis_server: RedisServer, tmp_path_factory: pytest.TempPathF
     fake, primary = await _fakes(redis_server)
     workdir = tmp_path_factory.mktemp("flood_replicas")
     ports = [free_port(), free_port()]
+    # Both replicas and the fakes share this machine's cores: a longer Redis timeout and fewer updates each
+    # keep a busy event loop from timing Redis out (then each replica would pace alone, as it must).
     bots = [await BotProcess.start(_env(fake, primary, redis_server.url, WEBHOOK_URL=f"http://127.0.0.1:{port}",
-                                        WEBHOOK_HOST="127.0.0.1", WEBHOOK_PORT=port, WEBHOOK_SECRET=SECRET),
+                                        WEBHOOK_HOST="127.0.0.1", WEBHOOK_PORT=port, WEBHOOK_SECRET=SECRET,
+                                        REDIS_SOCKET_TIMEOUT=3, BOT_MAX_CONCURRENT_UPDATES=16),
                                    workdir, log_name=f"replica{i}.log") for i, port in enumerate(ports)]
     world = World(fake, primary, bots, ports=ports)
     try:
