@@ -28,6 +28,7 @@ healthy), switches the primary's mode, then queues one message from each of N ne
     python benchmarks/load_burst.py                      # 500 users, ok / http500 / hang
     python benchmarks/load_burst.py --users 100 --scenario http500 --json burst.json
     python benchmarks/load_burst.py --env BOT_MAX_CONCURRENT_UPDATES=1000   # any bot setting
+    python benchmarks/load_burst.py --flood              # Telegram's flood control: see _flood.py
 
 Needs only the package and its `bench` extra (`pip install -e '.[bench]'`) and `redis-server` on
 PATH; no pytest. Loopback only. The machine's other load shows in the figures: say so with them.
@@ -49,10 +50,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import redis
 from _common import ROOT, FakeLLMProcess, fmt, percentile, rnd
+from _flood import ARMS, flood_json, print_flood_table, run_arm
 
 from tests.fakes.bot_process import BotProcess, bot_env
 from tests.fakes.fake_telegram import FakeTelegram
@@ -262,7 +265,9 @@ def print_table(results: list[Result]) -> None:
     print(f"\ngoal (all answered, 0 apologies, 0 false cooldowns): {'met' if met else 'NOT met'}")
 
 
-async def main_async(args: argparse.Namespace) -> list[Result]:
+async def run_each(args: argparse.Namespace, names: list[str], run_one: Any, label: str = "") -> list[Any]:
+    """`run_one(name, args, store, primary, fallback, workdir)` for each name, on one redis-server and one pair
+    of fake providers (stopped at the end)."""
     store = Redis()
     primary = FakeLLMProcess("ollama", latency=args.latency)
     fallback = FakeLLMProcess("openai", latency=args.latency)
@@ -271,9 +276,9 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
         with tempfile.TemporaryDirectory(prefix="load_burst_") as tmp:
             workdir = Path(args.keep_logs) if args.keep_logs else Path(tmp)
             workdir.mkdir(parents=True, exist_ok=True)
-            for scenario in args.scenario:
-                print(f"… {scenario}: {args.users} users", file=sys.stderr, flush=True)
-                results.append(await run_scenario(scenario, args, store, primary, fallback, workdir))
+            for name in names:
+                print(f"… {label}{name}: {args.users} users", file=sys.stderr, flush=True)
+                results.append(await run_one(name, args, store, primary, fallback, workdir))
     finally:
         primary.stop()
         fallback.stop()
@@ -296,13 +301,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="extra bot setting (repeatable), e.g. BOT_MAX_CONCURRENT_UPDATES=64")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' = stdout)")
     parser.add_argument("--keep-logs", metavar="DIR", help="keep the bot logs in DIR")
+    parser.add_argument("--flood", action="store_true",
+                        help="Telegram-like flood control on the fake Bot API: this bot (polling, 2 webhook "
+                             "replicas) against a minimal aiogram + aiolimiter bot (benchmarks/_flood.py)")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="--flood: the arms to run")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the bot, fakes and Redis are stopped
-    results = asyncio.run(main_async(args))
+    if args.flood:
+        flooded = asyncio.run(run_each(args, args.arms, run_arm, "flood "))
+        met = print_flood_table(flooded)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"users": args.users, "latency": args.latency, "env": args.env,
+                                                   "arms": flood_json(flooded)}, indent=2, ensure_ascii=False))
+        return 0 if met else 1
+    results = asyncio.run(run_each(args, args.scenario, run_scenario))
     print_table(results)
     if args.json:
         payload = {"users": args.users, "latency": args.latency, "timeout": args.timeout, "env": args.env,

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from luka_bot.core.config import Settings
 from luka_bot.core.logging_setup import setup_logging
+from luka_bot.services.inbox import read_inbox_stats
 from luka_bot.services.llm_provider_fallback import create_llm_provider_fallback
 from luka_bot.services.state_stores import redis_options
 from plugins.llm_fallback import (
@@ -71,7 +72,12 @@ async def status(settings: Settings, args: argparse.Namespace) -> int:
     if current.store == "memory":
         print("note: REDIS_URL is not set, so this is a fresh process's view, not a running bot's "
               "(its state lives in its own memory)", file=sys.stderr)
-    print(json.dumps(current.as_dict(), indent=2, ensure_ascii=False) if args.json else render_status(current))
+    inbox = await read_inbox_stats(settings)
+    if args.json:
+        print(json.dumps({**current.as_dict(), "inbox": inbox.as_dict() if inbox else None}, indent=2,
+                         ensure_ascii=False))
+    else:
+        print(render_status(current) + (f"\n{inbox.summary()}" if inbox else ""))
     return OK
 
 

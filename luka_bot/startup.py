@@ -28,6 +28,7 @@ from aiogram.utils.backoff import Backoff, BackoffConfig
 from luka_bot.core.bot_api_session import not_the_bot_api
 from luka_bot.core.config import ConfigError, Settings
 from luka_bot.core.loader import App, build_app, build_bot
+from luka_bot.core.send_pacer import describe as describe_budget
 from luka_bot.core.logging_setup import setup_logging
 from luka_bot.provider_report import log_provider_report
 
@@ -79,7 +80,8 @@ async def run_bot(settings: Settings) -> None:
         app = build_app(settings, bot=bot)
         try:
             store = await store_in_use(app)
-            logger.info("🚀 luka_bot starting as @%s (state store: %s)", me.username, store)
+            logger.info("🚀 luka_bot starting as @%s (state store: %s; send budget: %s)", me.username, store,
+                        describe_budget(app.paced))
             log_provider_report(settings, logger)
             started = True
             if settings.WEBHOOK_URL:

@@ -27,7 +27,6 @@ import pytest_asyncio
 from aiogram import Bot, Router
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.exceptions import TelegramRetryAfter
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message, Update
 from aiohttp import ClientResponse
@@ -35,11 +34,12 @@ from aioresponses import CallbackResult, aioresponses
 
 from luka_bot.core.config import load_settings
 from luka_bot.core.loader import App, build_app
-from luka_bot.core.telegram_retry import RetryAfterMiddleware
+from luka_bot.core.send_pacer import PacedSends, SendPacer
 from luka_bot.handlers.replies import TELEGRAM_LIMIT
 from luka_bot.services.llm_model_factory import LLMModelFactory
 from luka_bot.services.llm_provider_fallback import set_llm_provider_fallback
 from plugins.llm_fallback import LLMProviderFallback
+from tests.conftest import FakeClock
 from tests.fakes.fake_llm import FakeLLM
 
 TOKEN = "42:TEST-handlers-token-not-real"
@@ -242,12 +242,14 @@ async def make_env(llms: tuple[FakeLLM, FakeLLM]) -> AsyncIterator[Callable[...,
                 OLLAMA_TIMEOUT=5, OPENAI_TIMEOUT=5, LLM_CONNECT_TIMEOUT=1, DEFAULT_LANGUAGE="en",
             )
             sleeps: list[float] = []
+            clock = FakeClock()
 
-            async def no_wait(seconds: float) -> None:
+            async def no_wait(seconds: float) -> None:  # flood waits pass on the fake clock, at once
                 sleeps.append(seconds)
+                clock.advance(seconds)
 
             session = AiohttpSession()
-            session.middleware(RetryAfterMiddleware(sleep=no_wait))
+            session.middleware(PacedSends(SendPacer(clock=clock, sleep=no_wait), clock=clock))
             bot = Bot(TOKEN, session=session, default=DefaultBotProperties(parse_mode=parse_mode))
             env = Env(build_app(settings, bot=bot), api, primary, fallback, sleeps)
             built.append(env)
@@ -514,7 +516,7 @@ async def test_admin_check_button_probes_providers_and_shows_the_result(env: Env
 # --- Telegram's own errors ----------------------------------------------------------------------------
 
 
-async def test_flood_control_waits_retry_after_and_retries_once(env: Env) -> None:
+async def test_flood_control_waits_retry_after_and_retries(env: Env) -> None:
     env.api.fail_next("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
     await env.say("/start")
 
@@ -526,21 +528,28 @@ async def test_flood_control_waits_retry_after_and_retries_once(env: Env) -> Non
     assert sum(len(env.api.mocked.requests[key]) for key in send_urls) == 2
 
 
-async def test_flood_control_is_retried_only_once(env: Env) -> None:
-    env.api.fail_next("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
-    env.api.fail_next("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
-    with pytest.raises(TelegramRetryAfter):
-        await env.say("/start")
-    assert len(env.api.sent(USER)) == 2
-    assert env.sleeps == [1]
+async def test_flood_control_is_retried_until_the_answer_is_delivered(env: Env) -> None:
+    for _ in range(3):
+        env.api.fail_next("sendMessage", 429, "Too Many Requests: retry after 2", retry_after=2)
+    await env.say("/start")
+    attempts = env.api.sent(USER)
+    assert len(attempts) == 4 and len({a["text"] for a in attempts}) == 1
+    assert env.sleeps == [2, 2, 2]
 
 
-async def test_flood_control_with_a_huge_retry_after_is_not_waited_for(env: Env) -> None:
+async def test_an_answer_that_cannot_be_delivered_in_time_is_one_error_line(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
     env.api.fail_next("sendMessage", 429, "Too Many Requests: retry after 3600", retry_after=3600)
-    with pytest.raises(TelegramRetryAfter):
-        await env.say("/start")
+    with caplog.at_level(logging.WARNING):
+        await env.say("/start")  # no exception reaches the dispatcher's log
     assert len(env.api.sent(USER)) == 1
-    assert env.sleeps == []
+    assert env.sleeps == [], "an hour is beyond TELEGRAM_SEND_DEADLINE: not waited for"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        f"❌ Telegram flood control: SendMessage to chat {USER} not delivered within 300s (retry after 3600s); "
+        "given up"], caplog.text
+    assert all(r.exc_info is None for r in caplog.records), "no traceback"
 
 
 async def test_refresh_not_modified_is_ignored_and_the_button_answered(env: Env) -> None:

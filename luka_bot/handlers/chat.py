@@ -17,6 +17,7 @@ from aiogram.types import Message, MessageGenerationStopped
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 
+from luka_bot.core.send_pacer import Priority, sending_as
 from luka_bot.services.agent_factory import create_static_agent_with_basic_tools, tool_has_side_effects
 from luka_bot.services.conversations import Conversations
 from luka_bot.services.llm_model_factory import LLMModelFactory
@@ -90,7 +91,8 @@ def build_router() -> Router:
                 name = await _name_of(name_task)
             if name:
                 await conversations.name_thread(user_id, thread_id, name)
-                await message.answer(f"🧵 {name}", parse_mode=None)
+                with sending_as(Priority.THREAD_NAME):
+                    await message.answer(f"🧵 {name}", parse_mode=None)
             await conversations.add_turn(user_id, thread_id, text, answer)
             await reply.deliver(message, answer)
 

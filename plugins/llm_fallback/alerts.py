@@ -18,6 +18,7 @@ import logging
 from collections.abc import Collection
 
 from aiogram import Bot
+from aiogram.exceptions import TelegramRetryAfter
 
 from .engine import LLMProviderFallback
 from .events import Event, HealthEvent
@@ -54,6 +55,8 @@ class AdminAlerts:
                 text = self._text(event, fallback_available=event.has_working_fallback)
                 for admin_id in self.admin_ids:
                     await self.bot.send_message(admin_id, text)
+            except TelegramRetryAfter:  # flood control gave up on it: the session said so in one line
+                return
             except Exception:  # an admin who blocked the bot must not break anything
                 logger.warning("could not send an LLM admin alert (%s)", event.kind, exc_info=True)
 

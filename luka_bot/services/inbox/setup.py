@@ -50,6 +50,11 @@ def setup_inbox(dp: Dispatcher, bot: Bot, settings: Settings, stores: Stores) ->
     """The inbox (`dp["inbox"]`, so `inbox: Inbox` reaches handlers), its middlewares, start-up and shutdown."""
     inbox = build_inbox(settings, stores)
     dp["inbox"] = inbox
+
+    async def waiting_line() -> str:
+        return (await inbox.stats()).summary()
+
+    dp["llm_status_extras"] = [*dp.workflow_data.get("llm_status_extras", ()), waiting_line]  # /llm_status
     dp.update.outer_middleware(InboxMiddleware(inbox, settings.BOT_MAX_CONCURRENT_UPDATES))
     bot.session.middleware(RecordBeforeConfirm(inbox))
     bot.session.middleware(QuoteLateAnswers(settings.LATE_ANSWER_QUOTE_AFTER))
