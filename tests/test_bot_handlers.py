@@ -653,3 +653,64 @@ async def test_apology_path_retrieves_the_thread_name_task_outcome(env: Env, mon
         loop.set_exception_handler(previous)
     assert [c.get("message") for c in unretrieved] == []
 
+
+
+# --- what a thread name, a cut-off answer and a refusal do to the reply -------------------------------------
+
+
+def _names_thread(body: dict[str, Any]) -> bool:
+    return any("You name conversation threads" in str(m.get("content")) for m in body.get("messages", []))
+
+
+async def test_a_slow_thread_name_does_not_hold_back_the_answer(env: Env) -> None:
+    import asyncio
+
+    release = asyncio.Event()
+    env.primary.hold_request = lambda body: release.wait() if _names_thread(body) else None
+    started = asyncio.get_running_loop().time()
+    await env.say("hello there")
+    waited = asyncio.get_running_loop().time() - started
+    assert env.api.texts(USER) == ["answer from ollama"], "the answer went out without waiting for its name"
+    assert waited < 3, f"{waited:.1f}s: the answer waited for the name"
+    release.set()
+    for _ in range(200):  # the late name names the thread quietly
+        if (threads := await env.app.dp["conversations"].threads(USER)):
+            break
+        await asyncio.sleep(0.01)
+    assert [t.name for t in threads] == ["answer from ollama"]
+    assert env.api.texts(USER) == ["answer from ollama"], "no late 🧵 message after the answer"
+
+
+async def test_a_message_in_a_new_thread_counts_once_when_every_provider_is_down(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    events: list[Any] = []
+    env.engine.add_listener(events.append)
+    await env.primary.stop()
+    await env.fallback.stop()
+    with caplog.at_level(logging.INFO):
+        await env.say("first message of a new thread")
+    assert env.api.texts(USER) == [APOLOGY_EN]
+    all_failed = [r for r in caplog.records if "All LLM providers failed" in r.getMessage()]
+    assert len(all_failed) == 1 and all_failed[0].levelno == logging.ERROR
+    assert len([e for e in events if getattr(e, "kind", None) == "all_failed"]) == 1
+    assert any("No LLM provider could answer [thread_name]" in r.getMessage() and r.levelno == logging.INFO
+               for r in caplog.records)
+
+
+async def test_an_answer_cut_at_the_length_limit_is_marked_and_kept_out_of_the_history(env: Env) -> None:
+    env.primary.finish_reason = "length"
+    await env.say("tell me everything")
+    texts = env.api.texts(USER)
+    assert texts[-1].startswith("answer from ollama") and "✂️ The answer was cut off here" in texts[-1]
+    conversations = env.app.dp["conversations"]
+    thread = await conversations.current_thread(USER)
+    assert await conversations.history(USER, thread) == [], "a cut-off answer is not replayed to the model"
+
+
+async def test_a_content_filter_refusal_is_shown_as_one_and_not_stored(env: Env) -> None:
+    env.primary.finish_reason = "content_filter"
+    await env.say("something the filter stops")
+    assert env.api.texts(USER)[-1] == "🙅 The model declined to answer that. Try asking differently."
+    assert env.fallback.count() == 0, "a safety refusal is never routed around"
+    conversations = env.app.dp["conversations"]
+    assert await conversations.history(USER, await conversations.current_thread(USER)) == []

@@ -65,7 +65,8 @@ class AdminAlerts:
         if event.kind == "all_failed":
             window = event.cooldown or self.fallback.health.failure_cooldown
             return await store.set("alert:all_failed", "1", window, only_if_absent=True)
-        key = f"alert:standby:{event.provider}" if event.kind.startswith("standby") else f"alert:{event.provider}"
+        key = {"standby_failed": "alert:standby:", "standby_ready": "alert:standby:",
+               "rejects_requests": "alert:rejects:"}.get(event.kind, "alert:") + str(event.provider)
         for _ in range(_CAS_ROUNDS):
             (told,) = await store.get_many([key])
             if told == event.kind:
@@ -97,6 +98,10 @@ class AdminAlerts:
             return gettext_for(t, "⚠️ {provider} can't answer: {error}{setting}. If {serving} fails now, users get "
                                   "apologies.", provider=event.provider, error=error, setting=setting,
                                serving=event.serving or "the serving provider")
+        if event.kind == "rejects_requests":
+            return gettext_for(t, "⚠️ LLM provider {provider} refuses every request: {error}. They go to the next "
+                                  "provider meanwhile; check its configuration (a model without tool support, say).",
+                               provider=event.provider, error=error)
         if event.kind == "standby_ready":
             return gettext_for(t, "🟢 {provider} answers again: the fallback is ready.", provider=event.provider)
         attempts = "\n".join(f"• {a}" for a in event.attempts)

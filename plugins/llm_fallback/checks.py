@@ -44,7 +44,7 @@ class CheckResult:
 
 
 async def try_provider(registry: ProviderRegistry, provider: str, *, timeout: float,
-                       describe: Callable[[BaseException], str], streamed: bool = False) -> CheckResult:
+                       describe: Callable[[BaseException, str], str], streamed: bool = False) -> CheckResult:
     """Ask `provider`'s models in order for one token (streamed if asked); records nothing."""
     settings = ModelSettings(max_tokens=1, timeout=timeout)
     params = ModelRequestParameters()
@@ -64,10 +64,10 @@ async def try_provider(registry: ProviderRegistry, provider: str, *, timeout: fl
                     await model.request(prompt, settings, params)
         except TimeoutError:
             error = ModelRequestTimeout(model.model_name, timeout)
-            return CheckResult(provider, classify(error, after_first_event=opened), describe(error))
+            return CheckResult(provider, classify(error, after_first_event=opened), describe(error, provider))
         except Exception as error:  # noqa: BLE001 - every outcome is classified and reported
             verdict = classify(error, after_first_event=opened)
-            result = CheckResult(provider, verdict, describe(error))
+            result = CheckResult(provider, verdict, describe(error, provider))
             if verdict.kind is FailureKind.MODEL_MISSING:
                 continue
             return result
@@ -76,7 +76,7 @@ async def try_provider(registry: ProviderRegistry, provider: str, *, timeout: fl
 
 
 async def check_provider(registry: ProviderRegistry, health: ProviderHealth, provider: str, *, timeout: float,
-                         describe: Callable[[BaseException], str]) -> str | None:
+                         describe: Callable[[BaseException, str], str]) -> str | None:
     """"Check now": None when `provider` completed a 1-token request, else a short redacted reason (recorded).
 
     A provider whose streams were cut is checked with a stream: a short call proves nothing about those."""

@@ -12,13 +12,16 @@ from `__init__`, all methods are private or match those of the base class.
 
 `pinned` (the factory's `force_provider=`): that provider only, no fallback; different from a
 provider forced by an admin (`/llm_force`), which goes first with the others behind it.
+`background`: a call nobody waits for (a thread name): when no provider can answer it, that is
+logged at INFO and not announced; the user's own request announces the outage once.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from pydantic_ai.messages import (
@@ -39,12 +42,25 @@ from .plan import Plan, Target
 
 T = TypeVar("T")
 
+_AVOIDED: ContextVar[frozenset[str]] = ContextVar("llm_fallback_avoided", default=frozenset())
+
+
+@contextmanager
+def avoiding(*providers: str) -> Iterator[None]:
+    """Requests made inside go to `providers` only after every other one (a reply restarted after
+    its stream broke off on them must not start on the same provider again)."""
+    token = _AVOIDED.set(_AVOIDED.get() | frozenset(providers))
+    try:
+        yield
+    finally:
+        _AVOIDED.reset(token)
+
 
 class LLMFallbackModel(FallbackModel):
     """A pydantic-ai `Model` that falls back between providers with shared, remembered health."""
 
     def __init__(self, engine: LLMProviderFallback, *, pinned: str | None = None,
-                 settings: ModelSettings | None = None, context: str | None = None):
+                 settings: ModelSettings | None = None, context: str | None = None, background: bool = False):
         if pinned is not None:
             engine.providers.spec(pinned)
         models = [m for p in ([pinned] if pinned else engine.configured) for m in engine.providers.model_list(p)]
@@ -54,6 +70,7 @@ class LLMFallbackModel(FallbackModel):
         self.engine = engine
         self.pinned = pinned
         self.context = context
+        self.background = background
         self._settings = settings
 
     @property
@@ -68,7 +85,13 @@ class LLMFallbackModel(FallbackModel):
         rejected = _rejected_providers(messages)
         if rejected and self.pinned is None:
             await plan.rejected_output(rejected[0])
+        plan.avoid(_AVOIDED.get())
         return plan
+
+    async def _exhausted(self, plan: Plan) -> BaseException:
+        """The error when no attempt of `plan` answered: the request's own if every provider refused it."""
+        return plan.rejected_everywhere() or await self.engine.report_all_failed(
+            plan.failures, context=self.context, quiet=self.background)
 
     async def request(
         self,
@@ -114,7 +137,7 @@ class LLMFallbackModel(FallbackModel):
                 if await attempt.stream_ended(stream, None) and \
                         {attempt.provider, *_rejected_providers(messages)} >= set(plan.order):
                     # The agent would ask again, but every provider already gave it nothing it could use.
-                    raise await self.engine.report_all_failed(plan.failures, context=self.context)
+                    raise await self._exhausted(plan)
             finally:
                 await attempt.close()
                 await plan.close()
@@ -126,7 +149,7 @@ class LLMFallbackModel(FallbackModel):
             answer = await self.engine.hedging.race(plan, start, run)
             if answer is not None:
                 return answer
-            raise await self.engine.report_all_failed(plan.failures, context=self.context)
+            raise await self._exhausted(plan)
         while (target := await plan.next_target()) is not None:
             attempt = start(target)
             try:
@@ -137,7 +160,7 @@ class LLMFallbackModel(FallbackModel):
             except Exception as error:
                 if not (await attempt.failed(error)).fall_back:
                     raise
-        raise await self.engine.report_all_failed(plan.failures, context=self.context)
+        raise await self._exhausted(plan)
 
 
 MODEL_FAULTS = frozenset({"validation_error", "unknown_tool", "no_output"})
