@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from luka_bot.core.config import Settings
 from luka_bot.core.logging_setup import setup_logging
+from luka_bot.provider_report import model_notices
 from luka_bot.services.inbox import read_inbox_stats
 from luka_bot.services.llm_provider_fallback import create_llm_provider_fallback
 from luka_bot.services.state_stores import redis_options
@@ -108,6 +109,15 @@ def render_status(current: FallbackStatus) -> str:
     forced = "none"
     if current.forced_provider:
         forced = f"{current.forced_provider}, {duration(current.forced_seconds_left or 0)} left"
+    for provider in current.providers:
+        for outdated in provider.outdated_models or []:
+            if outdated.retired:
+                lines.append(f"❌ {provider.name} model {outdated.model} was retired on {outdated.retirement_date}: its "
+                             f"requests fail; replacement: {outdated.replacement or 'none named'}")
+            else:
+                lines.append(f"⚠️ {provider.name} model {outdated.model} is deprecated, retirement on "
+                             f"{outdated.retirement_date or 'not announced'}; replacement: "
+                             f"{outdated.replacement or 'none named'}")
     lines += [
         "",
         f"Preferred (cached): {current.preferred_provider or 'none'}",
@@ -138,6 +148,8 @@ async def check(settings: Settings, args: argparse.Namespace) -> int:
         else:
             verdict = f"❌ {results[name]}{_misconfigured(results[name], hints.get(name))}"
         print(f"{name:<12} {role:<9} {verdict}")
+    for notice in model_notices(list(fallback.specs.values())):
+        print(notice.text)
     if fallback.primary in working:
         print(f"The primary ({fallback.primary}) works.")
         return OK

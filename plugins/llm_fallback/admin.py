@@ -25,7 +25,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from .engine import LLMProviderFallback
 from .force import DEFAULT_FORCE_SECONDS, MAX_FORCE_SECONDS, MIN_FORCE_SECONDS, ForceError, Refusal, parse_force
-from .status import FallbackStatus, ProviderState, ProviderStatus
+from .status import FallbackStatus, OutdatedModel, ProviderState, ProviderStatus
 from .texts import _, duration
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,8 @@ def render_status(status: FallbackStatus, extra_lines: Sequence[str] = ()) -> Te
                                           count=provider.hedges_last_hour)))
         if provider.unavailable_models:
             lines.append(as_line("   ", _("models not found: {models}", models=", ".join(provider.unavailable_models))))
+        for outdated in provider.outdated_models or []:
+            lines.append(as_line("   ", _outdated_text(outdated)))
         if provider.next_probe_seconds is not None:
             lines.append(as_line("   ", _("next recovery probe in {left}", left=duration(provider.next_probe_seconds))))
         if provider.ready is not None:
@@ -102,6 +104,15 @@ def render_status(status: FallbackStatus, extra_lines: Sequence[str] = ()) -> Te
     lines.append(as_line(_("State store: {store}", store=_store_text(status.store))))
     lines += [as_line(line) for line in extra_lines if line]
     return Text(*lines)
+
+
+def _outdated_text(model: OutdatedModel) -> str:
+    replacement = model.replacement or _("none named")
+    if model.retired:
+        return _("❌ model {model} was retired on {date}: its requests fail; replacement: {replacement}",
+                 model=model.model, date=model.retirement_date or "?", replacement=replacement)
+    return _("⚠️ model {model} is deprecated, retirement on {date}; replacement: {replacement}",
+             model=model.model, date=model.retirement_date or _("a date not announced yet"), replacement=replacement)
 
 
 def _state_text(provider: ProviderStatus) -> str:

@@ -67,6 +67,8 @@ class AdminAlerts:
             return await store.set("alert:all_failed", "1", window, only_if_absent=True)
         key = {"standby_failed": "alert:standby:", "standby_ready": "alert:standby:",
                "rejects_requests": "alert:rejects:"}.get(event.kind, "alert:") + str(event.provider)
+        if event.model is not None:
+            key = f"alert:model:{event.provider}/{event.model}"
         for _ in range(_CAS_ROUNDS):
             (told,) = await store.get_many([key])
             if told == event.kind:
@@ -102,6 +104,15 @@ class AdminAlerts:
             return gettext_for(t, "⚠️ LLM provider {provider} refuses every request: {error}. They go to the next "
                                   "provider meanwhile; check its configuration (a model without tool support, say).",
                                provider=event.provider, error=error)
+        if event.kind in ("model_retired", "model_deprecated"):
+            replacement = event.replacement or gettext_for(t, "none named")
+            if event.kind == "model_retired":
+                return gettext_for(t, "❌ {provider} model {model} was retired on {date}: its requests fail. Replacement: "
+                                      "{replacement}.", provider=event.provider, model=event.model,
+                                   date=event.date or "?", replacement=replacement)
+            return gettext_for(t, "⚠️ {provider} model {model} is deprecated, retirement on {date}. Replacement: "
+                                  "{replacement}.", provider=event.provider, model=event.model,
+                               date=event.date or "?", replacement=replacement)
         if event.kind == "standby_ready":
             return gettext_for(t, "🟢 {provider} answers again: the fallback is ready.", provider=event.provider)
         attempts = "\n".join(f"• {a}" for a in event.attempts)

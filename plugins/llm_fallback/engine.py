@@ -255,6 +255,14 @@ class LLMProviderFallback:
                                                         describe=self.describe) for p in providers))
         return dict(zip(providers, results, strict=True))
 
+    async def announce_outdated_models(self) -> None:
+        """Tell the listeners (admins) of each configured model its vendor retired or deprecated."""
+        for provider in (await self.status()).providers:
+            for model in provider.outdated_models or []:
+                await self.events.publish(HealthEvent("model_retired" if model.retired else "model_deprecated",
+                                                      provider.name, model=model.model, date=model.retirement_date,
+                                                      replacement=model.replacement))
+
     async def aclose(self) -> None:
         await self.background.stop()
         self.loop_lag.stop()

@@ -26,10 +26,13 @@ class HealthEvent:
     - `standby_failed`: a readiness check of `provider`, idle while `serving` answers, failed
       (`error`; `setting` is what an operator would fix); `standby_ready`: it passes again;
     - `rejects_requests`: `provider` refused the same request error several times in a row while
-      others answered: its configuration, not an outage (no cooldown).
+      others answered: its configuration, not an outage (no cooldown);
+    - `model_retired` / `model_deprecated`: a configured `model` of `provider` that its vendor
+      retired (on `date`) or will retire; `replacement` is the vendor's suggestion.
     """
 
-    kind: Literal["down", "recovered", "all_failed", "standby_failed", "standby_ready", "rejects_requests"]
+    kind: Literal["down", "recovered", "all_failed", "standby_failed", "standby_ready", "rejects_requests",
+                  "model_retired", "model_deprecated"]
     provider: str | None = None
     error: str | None = None
     cooldown: float | None = None
@@ -38,6 +41,9 @@ class HealthEvent:
     """For `down`: whether another provider is configured and not cooling down."""
     setting: str | None = None
     serving: str | None = None
+    model: str | None = None
+    date: str | None = None
+    replacement: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ def setup_llm_fallback(
         alerts.append(AdminAlerts(bot, fallback, admin_ids, locale=alert_locale))
         fallback.add_listener(alerts[-1])
         fallback.background.start()
+        await fallback.announce_outdated_models()
 
     async def on_shutdown() -> None:
         await fallback.background.stop()

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from .deprecations import Lifecycle, outdated_models
 from .providers import ProviderRegistry
 from .records import FailureRecord, Health, Readiness, Snapshot
 
@@ -24,6 +26,16 @@ class ProviderState(StrEnum):
     HEALTHY = Health.HEALTHY.value
     COOLING = Health.COOLING.value
     HALF_OPEN = Health.HALF_OPEN.value
+
+
+@dataclass(frozen=True)
+class OutdatedModel:
+    model: str
+    retired: bool
+    """True: past its retirement date (its requests fail, or go to `rerouted_to`); False: deprecated."""
+    retirement_date: str | None
+    """ISO date, when announced."""
+    replacement: str | None
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,8 @@ class ProviderStatus:
     """The last readiness check of this provider as an idle standby: passed, failed, or none yet."""
     ready_checked_seconds_ago: int | None = None
     ready_error: str | None = None
+    outdated_models: list[OutdatedModel] | None = None
+    """Its models its vendor retired or deprecated (pydantic-ai's notices)."""
 
     @property
     def available(self) -> bool:
@@ -59,6 +73,7 @@ class ProviderStatus:
         data.pop("name")
         data["state"] = self.state.value
         data["unavailable_models"] = list(self.unavailable_models or [])
+        data["outdated_models"] = [asdict(m) for m in self.outdated_models or []]
         # The seed's "healthy": not marked failed (an untried provider is healthy there; `state` says "unknown").
         data["healthy"] = self.state in (ProviderState.HEALTHY, ProviderState.UNKNOWN)
         data["available"] = self.available
@@ -119,6 +134,12 @@ def build_status(registry: ProviderRegistry, snapshot: Snapshot, last_errors: Ma
                  hedging: bool) -> FallbackStatus:
     now = snapshot.now
     hints = registry.setting_hints
+    today = datetime.fromtimestamp(now, UTC).date()
+    outdated: dict[str, list[OutdatedModel]] = {}
+    for notice in outdated_models(registry.specs.values(), today=today):
+        outdated.setdefault(notice.provider, []).append(OutdatedModel(
+            notice.model, notice.lifecycle is Lifecycle.RETIRED,
+            notice.retirement_date.isoformat() if notice.retirement_date else None, notice.replacement))
     providers = []
     for name in registry.order:
         spec = registry.specs[name]
@@ -148,6 +169,7 @@ def build_status(registry: ProviderRegistry, snapshot: Snapshot, last_errors: Ma
             ready=ready.ok if ready else None,
             ready_checked_seconds_ago=round(now - ready.at) if ready else None,
             ready_error=ready.error if ready else None,
+            outdated_models=outdated.get(name, []),
         ))
     forced = snapshot.forced
     return FallbackStatus(
