@@ -94,6 +94,8 @@ def render_status(current: FallbackStatus) -> str:
             state += f" (set {provider.setting_hint})"
         if provider.unavailable_models:
             state += f"; models not found: {', '.join(provider.unavailable_models)}"
+        if provider.budget is not None:
+            state += f"; budget {provider.budget_period}: {provider.spent or 0} of {provider.budget} tokens"
         if provider.ready is not None:
             checked = f"standby check {duration(provider.ready_checked_seconds_ago or 0)} ago"
             state += f"; {checked}: ready" if provider.ready else f"; {checked}: can't answer"

@@ -414,3 +414,37 @@ async def test_replace_if_equal_writes_only_over_the_expected_value(case: Case):
     assert await store.get_many(["cooldown:ollama"]) == ["record-2"]
     assert await store.replace_if_equal("never-set", "x", "y", 60) is False
     assert await store.get_many(["never-set"]) == [None]
+
+
+# --- add (a counter: the tokens a budget spent) --------------------------------------------------------------
+
+
+async def test_add_counts_from_zero_and_is_atomic_under_concurrency(case: Case):
+    assert await case.store.add("spent", 5, 60) == 5
+    totals = await asyncio.gather(*(case.store.add("spent", 1, 60) for _ in range(50)))
+    assert sorted(totals) == list(range(6, 56)), "every add counted once"
+    assert await case.store.get_many(["spent"]) == ["55"]
+
+
+async def test_add_keeps_the_expiry_of_the_first_add(case: Case):
+    ttl = case.short_ttl
+    await case.store.add("spent", 1, ttl)
+    await case.store.add("spent", 1, 3600)  # later adds do not push the period's end back
+    await case.let_expire(ttl)
+    assert await case.store.get_many(["spent"]) == [None]
+    assert await case.store.add("spent", 7, 60) == 7
+
+
+async def test_local_fallback_adds_made_while_redis_is_away_reach_redis(local_fallback: LocalFallbackEnv, own_redis):
+    store = local_fallback.store
+    assert await store.add("spent", 10, 600) == 10
+    own_redis.pause()
+    try:
+        await store.get_many(["x"])  # times out: degraded
+        assert store.kind == "degraded"
+        assert await store.add("spent", 3, 600) == 3  # counted locally meanwhile
+    finally:
+        own_redis.resume()
+    local_fallback.monotonic.now += 5
+    assert await store.get_many(["spent"]) == ["13"], "the add made during the outage reached Redis"
+    assert store.kind == "redis"

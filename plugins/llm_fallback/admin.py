@@ -88,6 +88,12 @@ def render_status(status: FallbackStatus, extra_lines: Sequence[str] = ()) -> Te
             lines.append(as_line("   ", _("models not found: {models}", models=", ".join(provider.unavailable_models))))
         for outdated in provider.outdated_models or []:
             lines.append(as_line("   ", _outdated_text(outdated)))
+        if provider.budget is not None:
+            lines.append(as_line("   ", _("token budget for {period}: {spent} of {budget} spent ({share}%), renews in "
+                                          "{left}", period=provider.budget_period, spent=provider.spent or 0,
+                                          budget=provider.budget,
+                                          share=round(100 * (provider.spent or 0) / provider.budget),
+                                          left=duration(provider.budget_resets_seconds or 0))))
         if provider.next_probe_seconds is not None:
             lines.append(as_line("   ", _("next recovery probe in {left}", left=duration(provider.next_probe_seconds))))
         if provider.ready is not None:
@@ -128,6 +134,8 @@ def _state_text(provider: ProviderStatus) -> str:
         return _("🟡 cooldown over, next request probes it")
     if provider.state is ProviderState.UNKNOWN:
         return _("⚪ unknown: not tried or checked yet")
+    if provider.state is ProviderState.BUDGET:
+        return _("⛔ token budget spent: skipped until it renews")
     return _("🟢 healthy")
 
 

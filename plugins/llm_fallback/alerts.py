@@ -69,6 +69,9 @@ class AdminAlerts:
                "rejects_requests": "alert:rejects:"}.get(event.kind, "alert:") + str(event.provider)
         if event.model is not None:
             key = f"alert:model:{event.provider}/{event.model}"
+        if event.kind == "budget":  # once per provider, period and threshold
+            return await store.set(f"alert:budget:{event.provider}:{event.date}:{event.share}", "1", ALERT_MEMORY * 40,
+                                   only_if_absent=True)
         for _ in range(_CAS_ROUNDS):
             (told,) = await store.get_many([key])
             if told == event.kind:
@@ -104,6 +107,14 @@ class AdminAlerts:
             return gettext_for(t, "⚠️ LLM provider {provider} refuses every request: {error}. They go to the next "
                                   "provider meanwhile; check its configuration (a model without tool support, say).",
                                provider=event.provider, error=error)
+        if event.kind == "budget":
+            if (event.share or 0) >= 1:
+                return gettext_for(t, "💸 LLM provider {provider} has spent its token budget for {period} ({spent} of "
+                                      "{limit}): it is skipped until the budget renews; /llm_force overrides.",
+                                   provider=event.provider, period=event.date, spent=event.spent, limit=event.limit)
+            return gettext_for(t, "💸 LLM provider {provider} has spent {share}% of its token budget for {period} "
+                                  "({spent} of {limit}).", provider=event.provider, share=round(100 * (event.share or 0)),
+                               period=event.date, spent=event.spent, limit=event.limit)
         if event.kind in ("model_retired", "model_deprecated"):
             replacement = event.replacement or gettext_for(t, "none named")
             if event.kind == "model_retired":

@@ -32,6 +32,7 @@ from pydantic_ai.exceptions import ModelAPIError, ModelRequestTimeout
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ThinkingPart
 from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.settings import ModelSettings
+from pydantic_ai.usage import RequestUsage
 
 from .errors import Blame, EmptyReply, FailureKind, StreamCutError, Verdict
 from .loop_lag import LoopLagMonitor
@@ -122,7 +123,7 @@ class ProviderAttempt:
         if _is_empty(response):
             raise EmptyReply("the reply was empty")
         self._stamp(response)
-        await self.succeeded()
+        await self.succeeded(response.usage)
         return response
 
     async def open_stream(self, messages: list[ModelMessage], params: ModelRequestParameters,
@@ -168,7 +169,7 @@ class ProviderAttempt:
                 await self.failed(EmptyReply("the stream ended without any content"))
                 return True
             else:
-                await self.succeeded()
+                await self.succeeded(stream.usage)
         elif isinstance(error, ModelAPIError):  # the provider's side: cut, stalled, or truncated
             verdict = await self.failed(error)
             if verdict.blame is not Blame.NONE:
@@ -191,9 +192,9 @@ class ProviderAttempt:
     def timing(self) -> Timing:
         return Timing(self.elapsed(), self.first_event, self.streamed)
 
-    async def succeeded(self) -> None:
+    async def succeeded(self, usage: RequestUsage | None = None) -> None:
         if self._settle():
-            await self.plan.succeeded(self.target, self.timing())
+            await self.plan.succeeded(self.target, self.timing(), usage)
 
     async def failed(self, error: BaseException) -> Verdict:
         excused = self.loop_lag.excuses(self.lag_mark, self.elapsed())

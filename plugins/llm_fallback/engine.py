@@ -26,8 +26,10 @@ from typing import Any
 from pydantic_ai.models import Model
 from pydantic_ai.settings import ModelSettings
 
+from .accounting import Accounting
 from .attempt import ProviderAttempt
 from .background import BackgroundChecks
+from .budget import Budgets
 from .checks import check_provider
 from .errors import AllProvidersFailedError, Blame, FailedAttempt, FailureKind, classify, describe, redact
 from .events import EventBus, HealthEvent, Listener
@@ -67,6 +69,7 @@ class LLMProviderFallback:
         loop_lag: LoopLagMonitor | None = None,
         recovery_probe_interval: float = 0.0,
         standby_check_interval: float = 0.0,
+        budgets: Budgets | None = None,
     ):
         if failure_cooldown <= 0 or preferred_ttl <= 0:
             raise ValueError("failure_cooldown and preferred_ttl must be positive")
@@ -82,9 +85,14 @@ class LLMProviderFallback:
         timings = Timings(float(failure_cooldown),
                           float(max_cooldown if max_cooldown is not None else max(failure_cooldown, 3600.0)),
                           float(preferred_ttl), float(recovery_probe_interval))
+        self.budgets = budgets or Budgets()
+        unknown = set(self.budgets.limits) - set(self.providers.specs)
+        if unknown:
+            raise ValueError(f"token budgets for unknown providers: {', '.join(sorted(unknown))}")
+        self.accounting = Accounting(store, self.budgets, self.events, clock=clock, redact=self.redact)
         self.health = ProviderHealth(
             store, {name: spec.models for name, spec in self.providers.specs.items()}, self.providers.configured,
-            events=self.events, clock=clock, timings=timings, redact=self.redact,
+            events=self.events, clock=clock, timings=timings, redact=self.redact, budgets=self.budgets,
             setting_hints=self.providers.setting_hints,
             lease_seconds={name: spec.timeout + PROBE_LEASE_MARGIN for name, spec in self.providers.specs.items()})
         self.background = BackgroundChecks(self.providers, self.health, self.events, clock=clock,
@@ -162,7 +170,7 @@ class LLMProviderFallback:
         else:
             providers = {p: self.providers.specs[p].models for p in self.configured}
         candidates = attempt_order(snapshot, providers, pinned=pinned if providers else None) if providers else []
-        plan = Plan(self.health, self.events, snapshot, candidates,
+        plan = Plan(self.health, self.events, snapshot, candidates, accounting=self.accounting,
                     models={p: spec.models for p, spec in self.providers.specs.items()}, describe=self.describe)
         log_choice(plan, self.primary)
         return plan
@@ -224,6 +232,9 @@ class LLMProviderFallback:
         """Put `provider` first for `duration_seconds` (others stay behind it). Returns the end time."""
         check_force(provider, duration_seconds, order=self.order, configured=self.configured,
                     setting_hints=self.providers.setting_hints)
+        if provider in (await self.health.read()).over_budget:
+            logger.warning("💸 Provider %s is forced although its token budget for this period is spent: "
+                           "it serves (and bills) until the force ends", provider)
         return await self.health.force(provider, duration_seconds)
 
     async def clear_cache(self) -> dict[str, Any]:
@@ -238,7 +249,7 @@ class LLMProviderFallback:
     async def status(self) -> FallbackStatus:
         snapshot = await self.health.read()
         return build_status(self.providers, snapshot, await self.health.last_errors(self.order),
-                            await self.health.readiness(self.order), hedges_last_hour={p: self.hedging.hedges_last_hour(p) for p in self.order},
+                            await self.health.readiness(self.order), budgets=self.budgets, hedges_last_hour={p: self.hedging.hedges_last_hour(p) for p in self.order},
                             store=self.store.kind, hedging=self.hedging.enabled)
 
     async def get_provider_stats(self) -> dict[str, Any]:

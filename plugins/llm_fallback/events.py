@@ -28,11 +28,13 @@ class HealthEvent:
     - `rejects_requests`: `provider` refused the same request error several times in a row while
       others answered: its configuration, not an outage (no cooldown);
     - `model_retired` / `model_deprecated`: a configured `model` of `provider` that its vendor
-      retired (on `date`) or will retire; `replacement` is the vendor's suggestion.
+      retired (on `date`) or will retire; `replacement` is the vendor's suggestion;
+    - `budget`: `provider` has spent `share` (0.8, then 1.0) of its token budget for the period
+      `date` (`spent` of `limit` tokens); at 1.0 it is skipped until the period ends.
     """
 
     kind: Literal["down", "recovered", "all_failed", "standby_failed", "standby_ready", "rejects_requests",
-                  "model_retired", "model_deprecated"]
+                  "model_retired", "model_deprecated", "budget"]
     provider: str | None = None
     error: str | None = None
     cooldown: float | None = None
@@ -44,6 +46,9 @@ class HealthEvent:
     model: str | None = None
     date: str | None = None
     replacement: str | None = None
+    share: float | None = None
+    spent: int | None = None
+    limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,9 @@ class AttemptEvent:
     streamed: bool = False
     blamed: bool = False
     """Whether this outcome counted against the provider (a cooldown or a strike)."""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    """What the answer cost, as the provider reported it (0 when it did not answer)."""
 
 
 @dataclass(frozen=True, slots=True)

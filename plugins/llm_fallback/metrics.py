@@ -15,6 +15,8 @@ in the `CollectorRegistry` you pass (one per app), never in prometheus-client's 
 | `llm_provider_state` | provider, state=`healthy`/`unknown`/`cooling`/`half_open`/`forced` | `refresh()` |
 | `llm_cooldown_seconds_remaining` | provider | `refresh()` |
 | `llm_recovery_probes_total` | provider, outcome (`ok` or a failure kind) | `ProbeEvent("recovery")` |
+| `llm_tokens_total` | provider, kind (`input`/`output`) | `AttemptEvent` (the usage answers report) |
+| `llm_budget_remaining` | provider (with a token budget): tokens left this period | `refresh()` |
 | `llm_standby_ready` | provider: 1 ready, 0 failed its last readiness check, -1 not checked | `refresh()` |
 
 `forced` is set beside the provider's health state (a forced provider may be cooling too).
@@ -27,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from .engine import LLMProviderFallback
 from .events import AttemptEvent, Event, FallbackEvent, HealthEvent, HedgeEvent, ProbeEvent
 
-STATES = ("healthy", "unknown", "cooling", "half_open", "forced")
+STATES = ("healthy", "unknown", "cooling", "half_open", "budget", "forced")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -55,6 +57,10 @@ class FallbackMetrics:
                                    ["provider"], registry=r)
         self.recovery_probes = Counter("llm_recovery_probes", "Background recovery probes of cooling providers, "
                                        "by outcome (ok or a failure kind)", ["provider", "outcome"], registry=r)
+        self.tokens = Counter("llm_tokens", "Tokens the providers' answers reported, by kind (input, output)",
+                              ["provider", "kind"], registry=r)
+        self.budget_remaining = Gauge("llm_budget_remaining", "Tokens a provider with a budget may still spend "
+                                      "this period", ["provider"], registry=r)
         self.standby_ready = Gauge("llm_standby_ready", "1: the provider passed its last readiness check as a "
                                    "standby; 0: it failed it; -1: not checked", ["provider"], registry=r)
         for provider in fallback.order:  # every series exists from the first scrape
@@ -69,6 +75,9 @@ class FallbackMetrics:
         match event:
             case AttemptEvent():
                 self.attempts.labels(event.provider, event.model, event.outcome).inc()
+                if event.input_tokens or event.output_tokens:
+                    self.tokens.labels(event.provider, "input").inc(event.input_tokens)
+                    self.tokens.labels(event.provider, "output").inc(event.output_tokens)
                 self.attempt_seconds.labels(event.provider, "total").observe(event.seconds)
                 if event.first_event_seconds is not None:
                     self.attempt_seconds.labels(event.provider, "first_event").observe(event.first_event_seconds)
@@ -90,3 +99,5 @@ class FallbackMetrics:
                 self.provider_state.labels(provider.name, state).set(1 if on else 0)
             self.cooldown_left.labels(provider.name).set(provider.cooldown_seconds_left)
             self.standby_ready.labels(provider.name).set(-1 if provider.ready is None else int(provider.ready))
+            if provider.budget is not None:
+                self.budget_remaining.labels(provider.name).set(max(0, provider.budget - (provider.spent or 0)))

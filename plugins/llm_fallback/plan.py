@@ -14,6 +14,9 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from pydantic_ai.usage import RequestUsage
+
+from .accounting import Accounting
 from .errors import Blame, FailedAttempt, FailureKind, Verdict, classify
 from .events import AttemptEvent, EventBus, FallbackEvent
 from .health import ProviderHealth
@@ -52,8 +55,10 @@ class Plan:
     """The attempt order for one request; hands out targets and takes their outcomes (once each)."""
 
     def __init__(self, health: ProviderHealth, events: EventBus, snapshot: Snapshot, candidates: list[Candidate],
-                 *, models: Mapping[str, Sequence[str]], describe: Callable[[BaseException, str], str]):
+                 *, models: Mapping[str, Sequence[str]], describe: Callable[[BaseException, str], str],
+                 accounting: Accounting):
         self.health = health
+        self.accounting = accounting
         self.events = events
         self.snapshot = snapshot
         self.candidates = candidates
@@ -146,10 +151,11 @@ class Plan:
 
     # -- outcomes
 
-    async def succeeded(self, target: Target, timing: Timing) -> None:
+    async def succeeded(self, target: Target, timing: Timing, usage: RequestUsage | None = None) -> None:
         await self._release(target, provider_too=True)
         await self.health.succeeded(self.snapshot, target.provider, target.model, streamed=timing.streamed)
-        self._publish(target, "ok", timing, blamed=False)
+        await self.accounting.answered(target.provider, usage.total_tokens if usage else 0)
+        self._publish(target, "ok", timing, blamed=False, usage=usage)
         if self._failed_providers and target.provider != self._failed_providers[0]:
             logger.warning("⚠️ Primary provider failed, using fallback: %s", target.provider)
             self.events.publish_soon(FallbackEvent(self._failed_providers[0], target.provider))
@@ -202,7 +208,7 @@ class Plan:
             await self.health.answered(self.snapshot, target.provider)
         if verdict.kind is FailureKind.REQUEST:
             self._rejections.append(error)
-            await self.health.rejected(target.provider, verdict.kind.value, description)
+            await self.accounting.rejected(target.provider, verdict.kind.value, description)
         if blame is Blame.STRIKE:
             blame = Blame.COOLDOWN if self.health.strike(target.provider) else Blame.NONE
         if blame is not Blame.NONE:
@@ -220,9 +226,11 @@ class Plan:
     async def _release_provider(self, provider: str) -> None:
         await self.health.release(self._provider_leases.pop(provider, None))
 
-    def _publish(self, target: Target, outcome: str, timing: Timing, *, blamed: bool) -> None:
+    def _publish(self, target: Target, outcome: str, timing: Timing, *, blamed: bool,
+                 usage: RequestUsage | None = None) -> None:
         self.events.publish_soon(AttemptEvent(target.provider, target.model, outcome, timing.seconds,
-                                              timing.first_event, timing.streamed, blamed))
+                                              timing.first_event, timing.streamed, blamed,
+                                              usage.input_tokens if usage else 0, usage.output_tokens if usage else 0))
 
 
 def log_choice(plan: Plan, primary: str) -> None:

@@ -14,6 +14,7 @@ Keys (all under the store's namespace, e.g. `llm:<bot_id>:`):
 | `recovery:<provider>`            | `ProbeSchedule`             | a cooldown start, each probe     |
 | `ready:<provider>`               | `Readiness`                 | each readiness check of a standby |
 | `checker:<provider>`             | a random token              | the one process checking it now  |
+| `budget:<provider>:<period>`     | tokens spent (a counter)    | every answer of a budgeted one   |
 
 A `FailureRecord` outlives its cooldown (`FAILURE_MEMORY`): once `until` has passed the provider
 is half-open (one request probes it) until a real success deletes the record. While background
@@ -31,6 +32,7 @@ import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from .budget import Budgets
 from .stores import StateStore
 
 FAILURE_MEMORY = 24 * 3600.0
@@ -210,6 +212,10 @@ class Snapshot:
     model_failures: dict[tuple[str, str], FailureRecord | None]
     recoveries: dict[str, ProbeSchedule | None] = field(default_factory=dict)
     last_ok: dict[str, float | None] = field(default_factory=dict)
+    spent: dict[str, int] = field(default_factory=dict)
+    """Tokens each provider with a budget has spent this period."""
+    over_budget: frozenset[str] = frozenset()
+    """Providers whose budget for this period is spent: not tried (unless forced)."""
     probe_grace: float = 0.0
     """Seconds past its `next_at` a recovery schedule still counts as covered by a live prober."""
 
@@ -240,9 +246,11 @@ class Snapshot:
 class StateKeys:
     """The keys one request reads (one `MGET`), for a fixed set of providers and models."""
 
-    def __init__(self, models: dict[str, tuple[str, ...]], *, probe_grace: float = 0.0):
+    def __init__(self, models: dict[str, tuple[str, ...]], *, probe_grace: float = 0.0,
+                 budgets: Budgets | None = None):
         self.models = models
         self.probe_grace = probe_grace
+        self.budgets = budgets or Budgets()
         self.keys = [FORCED, PREFERRED] + [
             key for provider, names in models.items()
             for key in [cooldown_key(provider), recovery_key(provider), last_ok_key(provider)]
@@ -250,7 +258,10 @@ class StateKeys:
         ]
 
     async def read(self, store: StateStore, now: float) -> Snapshot:
-        values = dict(zip(self.keys, await store.get_many(self.keys), strict=True))
+        budget_keys = self.budgets.keys(now)
+        keys = self.keys + list(budget_keys.values())
+        values = dict(zip(keys, await store.get_many(keys), strict=True))
+        spent = {p: int(_time(values[key]) or 0) for p, key in budget_keys.items()}
         return Snapshot(
             now=now,
             forced=Choice.parse(values[FORCED], now),
@@ -261,6 +272,8 @@ class StateKeys:
             recoveries={p: ProbeSchedule.parse(values[recovery_key(p)]) for p in self.models},
             last_ok={p: _time(values[last_ok_key(p)]) for p in self.models},
             probe_grace=self.probe_grace,
+            spent=spent,
+            over_budget=frozenset(p for p, tokens in spent.items() if tokens >= self.budgets.limits[p]),
         )
 
 

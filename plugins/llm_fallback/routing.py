@@ -7,7 +7,9 @@
    takes the probe lease just before trying it (one request across all processes); without the
    lease it is skipped like a cooling one;
 4. whatever was skipped is tried last, in priority order (last resort): never stop for want
-   of trying.
+   of trying;
+5. except a provider whose token budget for the period is spent (`budget.py`): it is not tried
+   at all, unless forced.
 
 Within a provider its models go in order; a model in a "not found" cooldown is skipped (a
 half-open model likewise needs its own probe lease), except as a last resort.
@@ -67,7 +69,7 @@ def attempt_order(snapshot: Snapshot, providers: Mapping[str, Sequence[str]], *,
     if forced:
         head.append(Candidate(forced, tuple(providers[forced]), Why.FORCED))
     for provider, models in providers.items():
-        if provider == forced:
+        if provider == forced or provider in snapshot.over_budget:
             continue
         states = {m: snapshot.health(provider, m) for m in models}
         usable = tuple(m for m in models if states[m] is not Health.COOLING)

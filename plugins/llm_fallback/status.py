@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from .budget import Budgets
 from .deprecations import Lifecycle, outdated_models
 from .providers import ProviderRegistry
 from .records import FailureRecord, Health, Readiness, Snapshot
@@ -22,6 +23,8 @@ class ProviderState(StrEnum):
     "unknown" (nothing failed, but nothing has shown it works either: never served, never checked)."""
 
     NOT_CONFIGURED = "not_configured"
+    BUDGET = "budget"
+    """Its token budget for the period is spent: skipped until the period ends (unless forced)."""
     UNKNOWN = "unknown"
     HEALTHY = Health.HEALTHY.value
     COOLING = Health.COOLING.value
@@ -62,11 +65,17 @@ class ProviderStatus:
     ready_error: str | None = None
     outdated_models: list[OutdatedModel] | None = None
     """Its models its vendor retired or deprecated (pydantic-ai's notices)."""
+    budget: int | None = None
+    """Tokens it may spend per period (None: no budget)."""
+    spent: int | None = None
+    """Tokens spent in the current period (`budget_period`)."""
+    budget_period: str | None = None
+    budget_resets_seconds: int | None = None
 
     @property
     def available(self) -> bool:
-        """Configured and not cooling: a request would try it in its turn."""
-        return self.configured and self.state is not ProviderState.COOLING
+        """Configured, not cooling, budget left: a request would try it in its turn."""
+        return self.configured and self.state not in (ProviderState.COOLING, ProviderState.BUDGET)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -130,8 +139,8 @@ def _state(configured: bool, health: Health, evidence: bool) -> ProviderState:
 
 
 def build_status(registry: ProviderRegistry, snapshot: Snapshot, last_errors: Mapping[str, FailureRecord | None],
-                 readiness: Mapping[str, Readiness | None], *, hedges_last_hour: Mapping[str, int], store: str,
-                 hedging: bool) -> FallbackStatus:
+                 readiness: Mapping[str, Readiness | None], *, budgets: Budgets, hedges_last_hour: Mapping[str, int],
+                 store: str, hedging: bool) -> FallbackStatus:
     now = snapshot.now
     hints = registry.setting_hints
     today = datetime.fromtimestamp(now, UTC).date()
@@ -151,9 +160,13 @@ def build_status(registry: ProviderRegistry, snapshot: Snapshot, last_errors: Ma
             health = Health.COOLING  # none of its models exists there: it cannot answer
         cooling = health is Health.COOLING
         schedule = snapshot.recoveries.get(name) if record else None
+        state = _state(spec.configured, health, snapshot.last_ok.get(name) is not None or last is not None)
+        if spec.configured and name in snapshot.over_budget:
+            state = ProviderState.BUDGET
+        limit = budgets.limits.get(name)
         providers.append(ProviderStatus(
             name=name,
-            state=_state(spec.configured, health, snapshot.last_ok.get(name) is not None or last is not None),
+            state=state,
             configured=spec.configured,
             models=list(spec.models),
             cooldown_seconds_left=_cooldown_left(snapshot, name, spec.models) if cooling else 0,
@@ -170,6 +183,10 @@ def build_status(registry: ProviderRegistry, snapshot: Snapshot, last_errors: Ma
             ready_checked_seconds_ago=round(now - ready.at) if ready else None,
             ready_error=ready.error if ready else None,
             outdated_models=outdated.get(name, []),
+            budget=limit,
+            spent=snapshot.spent.get(name) if limit else None,
+            budget_period=budgets.period_of(now) if limit else None,
+            budget_resets_seconds=round(budgets.ends_at(now) - now) if limit else None,
         ))
     forced = snapshot.forced
     return FallbackStatus(

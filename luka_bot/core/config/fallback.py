@@ -7,7 +7,16 @@ go here; settings that describe a provider itself (address, key, models, timeout
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from luka_bot.core.config.values import json_value
+
+if TYPE_CHECKING:
+    from plugins.llm_fallback.budget import Budgets
 
 
 class FallbackSettings(BaseModel):
@@ -23,6 +32,44 @@ class FallbackSettings(BaseModel):
     LLM_RECOVERY_PROBE_INTERVAL: float = Field(5.0, ge=0)
     # Seconds between readiness checks of each provider that is not serving (a standby), 0 = off.
     LLM_STANDBY_CHECK_INTERVAL: float = Field(3600.0, ge=0)
+    # Tokens a (paid) provider may spend per period, as JSON: {"openai": 2000000}. A provider not named has none.
+    LLM_TOKEN_BUDGETS: Annotated[dict[str, int], NoDecode] = {}
+    LLM_BUDGET_PERIOD: Literal["day", "month"] = "day"
+    # The time zone whose midnight starts a new period (IANA name).
+    LLM_BUDGET_TIMEZONE: str = "UTC"
+
+    @field_validator("LLM_TOKEN_BUDGETS", mode="before")
+    @classmethod
+    def _budgets_json(cls, value: Any) -> Any:  # not `_json`: ProviderSettings' validator of that name would hide it
+        return json_value(value)
+
+    @field_validator("LLM_TOKEN_BUDGETS")
+    @classmethod
+    def _positive_budgets(cls, value: dict[str, int]) -> dict[str, int]:
+        for provider, tokens in value.items():
+            if tokens <= 0:
+                raise ValueError(f"the budget of {provider!r} must be a positive number of tokens, not {tokens}")
+        return value
+
+    @field_validator("LLM_BUDGET_PERIOD", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("LLM_BUDGET_TIMEZONE")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as UTC or Europe/Berlin") from None
+        return value.strip()
+
+    def budgets(self) -> Budgets:
+        """The token budgets as the fallback engine takes them."""
+        from plugins.llm_fallback.budget import Budgets, Period
+
+        return Budgets(dict(self.LLM_TOKEN_BUDGETS), Period(self.LLM_BUDGET_PERIOD), ZoneInfo(self.LLM_BUDGET_TIMEZONE))
 
     @field_validator("LLM_HEDGE_DELAY")
     @classmethod

@@ -31,6 +31,14 @@ class Settings(TelegramSettings, BotSettings, RedisSettings, ProviderSettings, F
                              "clearing the fallback state would delete conversations")
         return self
 
+    @model_validator(mode="after")
+    def _budgets_name_providers(self) -> Settings:
+        unknown = sorted(set(self.LLM_TOKEN_BUDGETS) - set(self.AVAILABLE_PROVIDERS))
+        if unknown:
+            raise ValueError(f"LLM_TOKEN_BUDGETS: {', '.join(map(repr, unknown))} is not in AVAILABLE_PROVIDERS "
+                             f"({', '.join(self.AVAILABLE_PROVIDERS)})")
+        return self
+
     def redis_prefixes(self) -> tuple[str, str]:
         """Key prefixes of the fallback state and of the bot's data: `llm:<bot id>:`, `luka:<bot id>:` by default.
 

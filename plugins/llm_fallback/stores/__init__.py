@@ -23,6 +23,9 @@ What happens to writes made while Redis is away — exactly:
 - deletions meanwhile (`/llm_clear`, a cleared cooldown, a released probe) are written back as
   compare-and-delete of the value this process last saw in Redis: they remove what the admin
   saw, never what another process wrote in the meantime;
+- counters (`add`: the tokens a paid provider's budget has spent) are added to Redis's total
+  when it returns, in order; an add whose first try timed out may count twice (a budget errs on
+  the side of spending, never of overspending);
 - the bot's conversation data (`luka_bot.services.bot_store`) is written back in order, each
   write exactly once.
 

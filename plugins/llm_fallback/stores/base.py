@@ -32,6 +32,11 @@ class StateStore(Protocol):
         """Store `value` for `ttl` seconds only while `key` still holds `expected` (compare-and-set)."""
         ...
 
+    async def add(self, key: str, amount: int, ttl: float) -> int:
+        """Add `amount` to the integer at `key` (0 if absent), which expires `ttl` s after it was created;
+        returns the new total. Atomic: concurrent adds from every process all count."""
+        ...
+
     async def delete(self, *keys: str) -> int: ...
 
     async def delete_if_equal(self, key: str, value: str) -> bool:

@@ -16,6 +16,20 @@ SEEN_LIMIT = 10_000
 
 
 @dataclass
+class _Add:
+    """An increment counted while Redis was away: added to Redis's total when it returns (at most once more
+    if that write's outcome is unknown: a budget then errs on the side of spending)."""
+
+    redis: RedisStateStore
+    key: str
+    amount: int
+    ttl: float
+
+    async def apply(self) -> None:
+        await self.redis.add(self.key, self.amount, self.ttl)
+
+
+@dataclass
 class _CompareAndDelete:
     """A deletion made while Redis was away: delete each key only if it still holds what we saw."""
 
@@ -100,6 +114,13 @@ class RedisWithLocalFallback:
             return await self.local.set(key, value, ttl)
 
         return await self.shared.run("set", on_redis, locally)
+
+    async def add(self, key: str, amount: int, ttl: float) -> int:
+        async def locally() -> int:
+            self.shared.defer(_Add(self.redis, key, amount, ttl))
+            return await self.local.add(key, amount, ttl)
+
+        return await self.shared.run("add", lambda: self.redis.add(key, amount, ttl), locally)
 
     async def delete(self, *keys: str) -> int:
         async def on_redis() -> int:

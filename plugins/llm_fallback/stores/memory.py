@@ -50,6 +50,12 @@ class MemoryStateStore:
         self._values[key] = (value, self._clock() + ttl)
         return True
 
+    async def add(self, key: str, amount: int, ttl: float) -> int:
+        current = self._values.get(key) if self._live(key) is not None else None
+        total = (int(current[0]) if current else 0) + amount
+        self._values[key] = (str(total), current[1] if current else self._clock() + ttl)
+        return total
+
     async def delete(self, *keys: str) -> int:
         return sum(self._live(key) is not None and self._values.pop(key, None) is not None for key in keys)
 

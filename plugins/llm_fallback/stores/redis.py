@@ -96,6 +96,11 @@ _DELETE_IF_EQUAL = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+_ADD = """
+local total = redis.call('INCRBY', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return total
+"""
 _REPLACE_IF_EQUAL = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end
 return 0
@@ -122,6 +127,7 @@ class RedisStateStore:
         self.prefix = prefix
         self._delete_if_equal = client.register_script(_DELETE_IF_EQUAL)
         self._replace_if_equal = client.register_script(_REPLACE_IF_EQUAL)
+        self._add = client.register_script(_ADD)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "llm:", timeout: float = DEFAULT_SOCKET_TIMEOUT,
@@ -142,6 +148,9 @@ class RedisStateStore:
 
     async def replace_if_equal(self, key: str, expected: str, value: str, ttl: float) -> bool:
         return bool(await self._replace_if_equal(keys=[self._k(key)], args=[expected, value, ms(ttl)]))
+
+    async def add(self, key: str, amount: int, ttl: float) -> int:
+        return int(await self._add(keys=[self._k(key)], args=[amount, ms(ttl)]))
 
     async def delete(self, *keys: str) -> int:
         return int(await self.client.delete(*[self._k(k) for k in keys])) if keys else 0
