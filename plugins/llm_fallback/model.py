@@ -17,6 +17,7 @@ provider forced by an admin (`/llm_force`), which goes first with the others beh
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -35,8 +36,10 @@ from pydantic_ai.settings import ModelSettings
 
 from .attempt import ProviderAttempt, answered_by
 from .engine import LLMProviderFallback
+from .errors import AllProvidersFailedError, FailureKind, PromptTooLongError
 from .plan import Plan, Target
 
+logger = logging.getLogger("llm_fallback")
 T = TypeVar("T")
 
 
@@ -126,7 +129,7 @@ class LLMFallbackModel(FallbackModel):
             answer = await self.engine.hedging.race(plan, start, run)
             if answer is not None:
                 return answer
-            raise await self.engine.report_all_failed(plan.failures, context=self.context)
+            raise await self._nothing_answered(plan)
         while (target := await plan.next_target()) is not None:
             attempt = start(target)
             try:
@@ -137,7 +140,15 @@ class LLMFallbackModel(FallbackModel):
             except Exception as error:
                 if not (await attempt.failed(error)).fall_back:
                     raise
-        raise await self.engine.report_all_failed(plan.failures, context=self.context)
+        raise await self._nothing_answered(plan)
+
+    async def _nothing_answered(self, plan: Plan) -> AllProvidersFailedError:
+        """The error when the plan ran out. A prompt too long for every window is no outage: no alert."""
+        if plan.failures and all(f.kind is FailureKind.CONTEXT_WINDOW for f in plan.failures):
+            error = PromptTooLongError(plan.failures)
+            logger.info("📏 %s", error)
+            return error
+        return await self.engine.report_all_failed(plan.failures, context=self.context)
 
 
 MODEL_FAULTS = frozenset({"validation_error", "unknown_tool", "no_output"})

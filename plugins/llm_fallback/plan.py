@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import Blame, FailedAttempt, FailureKind, Verdict, classify
-from .events import AttemptEvent, EventBus, FallbackEvent
+from .events import AttemptEvent, ContextRefitEvent, EventBus, FallbackEvent
 from .health import ProviderHealth
+from .overflow import PromptTooLong
 from .records import Lease, Snapshot
 from .routing import Candidate, Why
 
@@ -149,12 +150,23 @@ class Plan:
                            target.provider, target.model)
         blamed = await self._apply(target, verdict, description)
         if verdict.fall_back or verdict.kind is FailureKind.STREAM_CUT:
-            self.failures.append(FailedAttempt(target.provider, target.model, verdict.kind, description))
-            if verdict.blame is not Blame.MODEL and target.provider not in self._failed_providers:
+            limit = error.limit_chars if isinstance(error, PromptTooLong) else None
+            self.failures.append(FailedAttempt(target.provider, target.model, verdict.kind, description, limit))
+            # a prompt too long for one model may fit the provider's next one: the provider has not failed
+            if verdict.blame is not Blame.MODEL and verdict.kind is not FailureKind.CONTEXT_WINDOW \
+                    and target.provider not in self._failed_providers:
                 self._failed_providers.append(target.provider)
                 self._models.clear()
         self._publish(target, verdict.kind.value, timing, blamed=blamed)
         return verdict
+
+    def refitted(self, target: Target, window: int | None, dropped: int) -> None:
+        """`target` refused the prompt as longer than its window: it gets it again, `dropped` oldest turns fewer."""
+        said = f"{window} tokens, it says" if window is not None else "it did not say how large"
+        logger.info("📏 %s/%s refused the prompt as longer than its context window (%s): sending it again without "
+                    "the %d oldest turns; set its window to fit before sending", target.provider, target.model, said,
+                    dropped)
+        self.events.publish_soon(ContextRefitEvent(target.provider, target.model, window, dropped))
 
     async def abandoned(self, target: Target, outcome: str, timing: Timing, *, timed_out: str | None = None) -> None:
         """The attempt ended without a verdict: the caller went away, or a hedged twin won.
