@@ -23,6 +23,7 @@ from luka_bot.services.llm_model_factory import LLMModelFactory
 from luka_bot.services.message_text import Rendered
 from luka_bot.services.streaming import ReplyStopped, ReplyStreaming, TypingAction
 from luka_bot.services.thread_names import generate_thread_name
+from plugins.llm_fallback import PromptTooLongError
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,15 @@ STREAMING_OFF = ReplyStreaming(enabled=False)
 
 def apology() -> str:
     return _("😔 I can't answer right now, try again in a minute.")
+
+
+def too_long(limit_chars: int | None) -> str:
+    """The message fits no provider's context window: retrying cannot help, a shorter message can."""
+    if limit_chars is None:
+        return _("📏 Your message is too long for me to read at once. Please shorten it or send it in parts.")
+    limit = limit_chars // 100 * 100 if limit_chars >= 1000 else limit_chars  # "about": no false precision
+    return _("📏 Your message is too long for me: I can read at most about {limit} characters at once. "
+             "Please shorten it or send it in parts.").format(limit=limit)
 
 
 def stopped(partial: Rendered) -> Rendered:
@@ -81,6 +91,12 @@ def build_router() -> Router:
                                 len(stop.partial))
                     await _discard(name_task)
                     await reply.deliver(message, stopped(reply_streaming.render_draft(stop.partial)))
+                    return
+                except PromptTooLongError as error:  # not an outage: only a shorter message can be answered
+                    logger.info("📏 message of user %s (%d characters) fits no provider's context window", user_id,
+                                len(text))
+                    await _discard(name_task)
+                    await reply.deliver(message, Rendered(too_long(error.limit_chars)))
                     return
                 except Exception as error:  # noqa: BLE001 - the user gets an apology, never a traceback
                     logger.error("chat reply failed for user %s: %s", user_id, type(error).__name__)
