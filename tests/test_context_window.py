@@ -48,6 +48,7 @@ from plugins.llm_fallback.metrics import FallbackMetrics
 from plugins.llm_fallback.overflow import Overflow, PromptTooLong
 from tests.conftest import FakeClock
 from tests.fakes.fake_llm import FakeLLM, prompt_tokens
+from tests.test_classification_http import servers  # noqa: F401 - the fixture: (primary, fallback) FakeLLMs
 
 INSTRUCTIONS = "You are Luka, a helpful assistant."
 SERVER_STYLES = ["openai", "vllm", "llamacpp", "lmstudio"]
@@ -120,18 +121,6 @@ def test_a_refit_follows_the_window_the_server_names_scaled_by_how_it_counted() 
 
 
 # --- over HTTP ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[tuple[FakeLLM, FakeLLM]]:
-    primary, fallback = FakeLLM("ollama"), FakeLLM("openai")
-    await primary.start()
-    await fallback.start()
-    try:
-        yield primary, fallback
-    finally:
-        await primary.stop()
-        await fallback.stop()
 
 
 class World:
