@@ -21,11 +21,14 @@ healthy), switches the primary's mode, then queues one message from each of N ne
                 record in Redis (sampled every 0.1 s) or a "🔴 … is down" admin alert;
 - p50/p99       push-to-reply: from queueing the update to the bot's sendMessage with the answer;
 - CPU ms/msg    the bot process's user+system CPU time (/proc/<pid>/stat) over the burst / N;
-- tracebacks    "Traceback" lines in the bot's log.
+- tracebacks    "Traceback" lines in the bot's log;
+- durable inbox  the most messages waiting in it, and the longest any of them went without its live
+                 process refreshing it (sampled every 0.1 s): what `INBOX_ORPHAN_AFTER` must outlast.
 
     python benchmarks/load_burst.py                      # 500 users, ok / http500 / hang
     python benchmarks/load_burst.py --users 100 --scenario http500 --json burst.json
     python benchmarks/load_burst.py --env BOT_MAX_CONCURRENT_UPDATES=1000   # any bot setting
+    python benchmarks/load_burst.py --flood              # Telegram's flood control: see _flood.py
 
 Needs only the package and its `bench` extra (`pip install -e '.[bench]'`) and `redis-server` on
 PATH; no pytest. Loopback only. The machine's other load shows in the figures: say so with them.
@@ -47,10 +50,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import redis
 from _common import ROOT, FakeLLMProcess, fmt, percentile, rnd
+from _flood import ARMS, flood_json, print_flood_table, run_arm
 
 from tests.fakes.bot_process import BotProcess, bot_env
 from tests.fakes.fake_telegram import FakeTelegram
@@ -106,6 +111,14 @@ class Redis:
         keys = list(self.client.scan_iter(match="*cooldown*", count=1000))
         return {p for p in PROVIDERS for key in keys if re.search(rf"(^|[:_]){p}($|[:_])", key)}
 
+    def inbox(self) -> tuple[int, float]:
+        """(messages waiting in the durable inbox, the longest any of them has gone unrefreshed, s)."""
+        stream = f"luka:{TOKEN.partition(':')[0]}:inbox"
+        if not self.client.exists(stream):
+            return 0, 0.0
+        pending = self.client.xpending_range(stream, "bots", "-", "+", 100_000)
+        return len(pending), max((p["time_since_delivered"] for p in pending), default=0) / 1000
+
     def stop(self) -> None:
         self.client.close()
         self.process.terminate()
@@ -148,6 +161,9 @@ class Result:
     cpu_ms_per_msg: float | None = None
     tracebacks: int = 0
     burst_s: float | None = None
+    inbox_max_pending: int = 0
+    inbox_max_idle_s: float = 0.0
+    """The longest a message in the durable inbox went without its (live) process refreshing it."""
 
     @property
     def goal_met(self) -> bool:
@@ -193,6 +209,9 @@ async def run_scenario(scenario: str, args: argparse.Namespace, store: Redis, pr
                 primary.control(mode=scenario)  # the fault lands while the burst is being answered
                 mid_burst = False
             cooled |= store.cooling() & healthy
+            waiting, idle = store.inbox()
+            result.inbox_max_pending = max(result.inbox_max_pending, waiting)
+            result.inbox_max_idle_s = max(result.inbox_max_idle_s, round(idle, 2))
             calls = fake.calls[seen:]
             seen += len(calls)
             for call in calls:
@@ -239,11 +258,16 @@ def print_table(results: list[Result]) -> None:
         print(f"{r.scenario:<9} {r.answered:>4}/{r.users:<4} {r.apologies:>9} {r.unanswered:>10} "
               f"{r.false_cooldowns:>8} {fmt(r.p50_s):>7} {fmt(r.p99_s):>7} {fmt(r.cpu_ms_per_msg, 1):>10} "
               f"{r.tracebacks:>10}  {r.answered_by}")
+    for r in results:
+        print(f"{r.scenario}: durable inbox at most {r.inbox_max_pending} waiting; the longest a waiting message "
+              f"went unrefreshed: {r.inbox_max_idle_s:.2f} s")
     met = all(r.goal_met for r in results)
     print(f"\ngoal (all answered, 0 apologies, 0 false cooldowns): {'met' if met else 'NOT met'}")
 
 
-async def main_async(args: argparse.Namespace) -> list[Result]:
+async def run_each(args: argparse.Namespace, names: list[str], run_one: Any, label: str = "") -> list[Any]:
+    """`run_one(name, args, store, primary, fallback, workdir)` for each name, on one redis-server and one pair
+    of fake providers (stopped at the end)."""
     store = Redis()
     primary = FakeLLMProcess("ollama", latency=args.latency)
     fallback = FakeLLMProcess("openai", latency=args.latency)
@@ -252,9 +276,9 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
         with tempfile.TemporaryDirectory(prefix="load_burst_") as tmp:
             workdir = Path(args.keep_logs) if args.keep_logs else Path(tmp)
             workdir.mkdir(parents=True, exist_ok=True)
-            for scenario in args.scenario:
-                print(f"… {scenario}: {args.users} users", file=sys.stderr, flush=True)
-                results.append(await run_scenario(scenario, args, store, primary, fallback, workdir))
+            for name in names:
+                print(f"… {label}{name}: {args.users} users", file=sys.stderr, flush=True)
+                results.append(await run_one(name, args, store, primary, fallback, workdir))
     finally:
         primary.stop()
         fallback.stop()
@@ -277,13 +301,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="extra bot setting (repeatable), e.g. BOT_MAX_CONCURRENT_UPDATES=64")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' = stdout)")
     parser.add_argument("--keep-logs", metavar="DIR", help="keep the bot logs in DIR")
+    parser.add_argument("--flood", action="store_true",
+                        help="Telegram-like flood control on the fake Bot API: this bot (polling, 2 webhook "
+                             "replicas) against a minimal aiogram + aiolimiter bot (benchmarks/_flood.py)")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="--flood: the arms to run")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the bot, fakes and Redis are stopped
-    results = asyncio.run(main_async(args))
+    if args.flood:
+        flooded = asyncio.run(run_each(args, args.arms, run_arm, "flood "))
+        met = print_flood_table(flooded)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"users": args.users, "latency": args.latency, "env": args.env,
+                                                   "arms": flood_json(flooded)}, indent=2, ensure_ascii=False))
+        return 0 if met else 1
+    results = asyncio.run(run_each(args, args.scenario, run_scenario))
     print_table(results)
     if args.json:
         payload = {"users": args.users, "latency": args.latency, "timeout": args.timeout, "env": args.env,

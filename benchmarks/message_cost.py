@@ -16,6 +16,8 @@ Three arms, interleaved message by message in rotating order (drift hits them al
 sample the CPU time of one message:
 
 - ``bot``: the whole message through the dispatcher (``total``);
+- ``inbox``: the same, recorded in the durable inbox first as polling and the webhook do (its
+  Redis round trips: the record, the finish) — (d) = ``inbox`` − ``bot``, goal: ≤ 10 % of ``bot``;
 - ``fallback``: the same two LLM calls (same prompts, same settings, a fresh ``Agent`` per call as
   the bot makes) through ``LLMFallbackModel`` over the bot's own engine and Redis store;
 - ``bare``: the same two calls on a plain pydantic-ai ``Agent`` over the engine's own model object
@@ -64,7 +66,7 @@ from _common import FakeLLMProcess, RedisProcess, exit_on_sigterm, fmt
 
 TOKEN = "424242:BENCH-token-not-a-real-one"
 OPENAI_KEY = "sk-bench-not-a-secret"
-ARMS = ("bot", "fallback", "bare")
+ARMS = ("bot", "inbox", "fallback", "bare")
 TEXTS = (
     "What is a good name for a grey cat?",
     "How long should I boil an egg?",
@@ -175,8 +177,8 @@ class Arms:
         return self.user_id
 
     async def prepare(self, arm: str) -> None:
-        """Unmeasured: a user whose current thread holds the history (the bot arm reads it from its store)."""
-        if arm != "bot" or not self.history_turns:
+        """Unmeasured: a user whose current thread holds the history (the bot arms read it from its store)."""
+        if arm not in ("bot", "inbox") or not self.history_turns:
             return
         user = self.next_user()
         conversations = self.app.dp["conversations"]
@@ -189,6 +191,15 @@ class Arms:
         self.update_id += 1
         user, self._prepared = self._prepared or self.next_user(), None
         await self.app.dp.feed_raw_update(self.app.bot, update_json(self.update_id, user, text))
+
+    async def inbox(self, text: str) -> None:
+        from aiogram.types import Update
+
+        self.update_id += 1
+        user, self._prepared = self._prepared or self.next_user(), None
+        update = Update.model_validate(update_json(self.update_id, user, text), context={"bot": self.app.bot})
+        await self.app.inbox.accept([update])  # what the polling middleware and the webhook handler do
+        await self.app.dp.feed_update(self.app.bot, update)
 
     def build_agents(self) -> None:
         """What the bot does per message besides the calls: build its two agents (context figure)."""
@@ -422,6 +433,7 @@ def summarize(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
     a = med["bare"]
     b = med["fallback"] - med["bare"]
     c = med["bot"] - med["fallback"]
+    d = med["inbox"] - med["bot"]
     return {
         "messages_per_arm": args.messages,
         "streamed_chat_call": result["stream"],
@@ -436,12 +448,15 @@ def summarize(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
         "c_over_a": round(c / a, 3),
         "b_plus_c_over_a": round((b + c) / a, 3),
         "goal_b_plus_c_le_half_a": (b + c) <= 0.5 * a,
+        "d_inbox_ms": round(d, 3),
+        "d_over_bot": round(d / med["bot"], 3),
+        "goal_d_le_tenth_of_bot": d <= 0.1 * med["bot"],
         "build_two_agents_cpu_ms": round(statistics.median(result["samples"]["build_agents"]["cpu"]), 3),
         "emulated_fixes": args.emulate_fix,
         "history_turns": args.history,
         "context_window": args.context_window,
         "chat_prompt_chars_min_max": result["chat_prompt_chars"],
-        "log_lines_per_message": round(result["log_lines"] / (3 * args.warmup + args.messages * 3 + args.profile), 2),
+        "log_lines_per_message": round(result["log_lines"] / (len(ARMS) * (args.warmup + args.messages) + args.profile), 2),
         "samples_cpu_ms": {arm: [round(x, 3) for x in result["samples"][arm]["cpu"]] for arm in ARMS},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg": os.getloadavg()},
     }
@@ -455,7 +470,9 @@ def print_report(s: dict[str, Any]) -> None:
           f"load average {', '.join(f'{x:.1f}' for x in s['machine']['loadavg'])})\n")
     print("| arm | CPU ms / message (median) | wall ms (median) |")
     print("|---|---:|---:|")
-    for arm, label in (("bot", "whole message through the bot"), ("fallback", "the two LLM calls via LLMFallbackModel"),
+    for arm, label in (("bot", "whole message through the bot"),
+                       ("inbox", "the same, recorded in the durable inbox first"),
+                       ("fallback", "the two LLM calls via LLMFallbackModel"),
                        ("bare", "the two LLM calls on plain pydantic-ai")):
         print(f"| {arm}: {label} | {fmt(med[arm], 2)} | {fmt(wall[arm], 1)} |")
     print()
@@ -469,6 +486,9 @@ def print_report(s: dict[str, Any]) -> None:
           f"Log lines per message (all arms): {s['log_lines_per_message']}. Of (c): building the chat and "
           f"name agents (the bot does per message) {s['build_two_agents_cpu_ms']:.2f} ms. "
           f"Emulated fixes: {', '.join(s['emulated_fixes']) or 'none'}.")
+    verdict = "met" if s["goal_d_le_tenth_of_bot"] else "NOT met"
+    print(f"\n(d) the durable inbox (record + finish): {s['d_inbox_ms']:.2f} ms = {100 * s['d_over_bot']:.1f} % of the "
+          f"bot's CPU per message; goal ≤ 10 %: {verdict}.")
     if s["history_turns"]:
         low, high = s["chat_prompt_chars_min_max"]
         print(f"Each message continued a thread of {s['history_turns']} turns; ollama's window: "

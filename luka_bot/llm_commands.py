@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from luka_bot.core.config import Settings
 from luka_bot.core.logging_setup import setup_logging
+from luka_bot.services.inbox import read_inbox_stats
 from luka_bot.services.llm_provider_fallback import create_llm_provider_fallback
 from luka_bot.services.state_stores import redis_options
 from plugins.llm_fallback import (
@@ -71,7 +72,12 @@ async def status(settings: Settings, args: argparse.Namespace) -> int:
     if current.store == "memory":
         print("note: REDIS_URL is not set, so this is a fresh process's view, not a running bot's "
               "(its state lives in its own memory)", file=sys.stderr)
-    print(json.dumps(current.as_dict(), indent=2, ensure_ascii=False) if args.json else render_status(current))
+    inbox = await read_inbox_stats(settings)
+    if args.json:
+        print(json.dumps({**current.as_dict(), "inbox": inbox.as_dict() if inbox else None}, indent=2,
+                         ensure_ascii=False))
+    else:
+        print(render_status(current) + (f"\n{inbox.summary()}" if inbox else ""))
     return OK
 
 
@@ -87,7 +93,14 @@ def render_status(current: FallbackStatus) -> str:
             state += f" (set {provider.setting_hint})"
         if provider.unavailable_models:
             state += f"; models not found: {', '.join(provider.unavailable_models)}"
+        if provider.ready is not None:
+            checked = f"standby check {duration(provider.ready_checked_seconds_ago or 0)} ago"
+            state += f"; {checked}: ready" if provider.ready else f"; {checked}: can't answer"
+            if not provider.ready and not provider.last_error:
+                last = provider.ready_error or "-"
         left = duration(provider.cooldown_seconds_left) if provider.cooldown_seconds_left else "-"
+        if provider.next_probe_seconds is not None:
+            left += f" (probe in {duration(provider.next_probe_seconds)})"
         rows.append((str(index), provider.name, state, left, str(provider.failures), last))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()

@@ -28,6 +28,7 @@ from aiogram.utils.backoff import Backoff, BackoffConfig
 from luka_bot.core.bot_api_session import not_the_bot_api
 from luka_bot.core.config import ConfigError, Settings
 from luka_bot.core.loader import App, build_app, build_bot
+from luka_bot.core.send_pacer import describe as describe_budget
 from luka_bot.core.logging_setup import setup_logging
 from luka_bot.provider_report import log_provider_report
 
@@ -38,7 +39,8 @@ TELEGRAM_BACKOFF = BackoffConfig(min_delay=1.0, max_delay=30.0, factor=2.0, jitt
 
 STORE_TEXT = {
     "redis": "redis (shared)",
-    "memory": "memory (this process only; set REDIS_URL to share it)",
+    "memory": "memory (this process only, not durable: messages being answered when it stops are lost; "
+              "set REDIS_URL to share and keep them)",
     "degraded": "degraded: Redis is not answering, process-local state until it does",
 }
 
@@ -78,7 +80,8 @@ async def run_bot(settings: Settings) -> None:
         app = build_app(settings, bot=bot)
         try:
             store = await store_in_use(app)
-            logger.info("🚀 luka_bot starting as @%s (state store: %s)", me.username, store)
+            logger.info("🚀 luka_bot starting as @%s (state store: %s; send budget: %s)", me.username, store,
+                        describe_budget(app.paced))
             log_provider_report(settings, logger)
             started = True
             if settings.WEBHOOK_URL:
@@ -86,9 +89,9 @@ async def run_bot(settings: Settings) -> None:
 
                 await run_webhook(app)
             else:
+                # BOT_MAX_CONCURRENT_UPDATES is applied by the inbox's middleware, after a chat's turn
                 await app.dp.start_polling(app.bot, handle_signals=True, close_bot_session=True,
-                                           allowed_updates=app.dp.resolve_used_update_types(),
-                                           tasks_concurrency_limit=settings.BOT_MAX_CONCURRENT_UPDATES or None)
+                                           allowed_updates=app.dp.resolve_used_update_types())
         finally:
             if not started:
                 await app.fallback.aclose()

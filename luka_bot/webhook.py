@@ -3,8 +3,9 @@
 The public URL is `WEBHOOK_URL + WEBHOOK_PATH`; the server listens on WEBHOOK_HOST:WEBHOOK_PORT
 (put a TLS-terminating proxy in front). With WEBHOOK_SECRET, requests without Telegram's
 secret header are refused and logged at most once a minute (luka_bot/webhook_secret.py).
-At most BOT_MAX_CONCURRENT_UPDATES updates are handled at once (the others wait, like polling's
-`tasks_concurrency_limit`). SIGINT/SIGTERM stop it like polling: in-flight replies drain first.
+Each update is recorded in the durable inbox before the 200 (luka_bot/services/inbox); at most
+BOT_MAX_CONCURRENT_UPDATES are handled at once, as in polling (the inbox's middleware).
+SIGINT/SIGTERM stop it like polling: in-flight replies drain first.
 """
 
 from __future__ import annotations
@@ -12,44 +13,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiogram import BaseMiddleware, Bot
-from aiogram.types import TelegramObject
+from aiogram import Bot
 from aiogram.webhook.aiohttp_server import setup_application
 from aiohttp import web
 
 from luka_bot.core.loader import App
 from luka_bot.core.metrics import attach_metrics_route
+from luka_bot.services.inbox import Inbox, RecordBeforeAnswering
+from luka_bot.services.inbox.telegram import Handling
 from luka_bot.webhook_secret import SecretCheckingRequestHandler
 
 logger = logging.getLogger("luka_bot")
 
 
-class UpdatesInFlightLimit(BaseMiddleware):
-    """At most `limit` updates handled at once; the others wait their turn (polling's tasks_concurrency_limit)."""
+class WebhookRequestHandler(RecordBeforeAnswering, SecretCheckingRequestHandler):
+    """Refuses requests without the secret; records each update in the inbox before the 200."""
 
-    def __init__(self, limit: int) -> None:
-        self._slots = asyncio.Semaphore(limit)
-
-    async def __call__(self, handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
-                       event: TelegramObject, data: dict[str, Any]) -> Any:
-        async with self._slots:
-            return await handler(event, data)
+    def __init__(self, *args: Any, inbox: Inbox, handling: Handling, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.inbox = inbox
+        self.handling = handling
 
 
 async def run_webhook(app: App) -> None:
     settings = app.settings
     assert settings.WEBHOOK_URL is not None
     secret = settings.WEBHOOK_SECRET.get_secret_value() if settings.WEBHOOK_SECRET else None
-    if settings.BOT_MAX_CONCURRENT_UPDATES:
-        app.dp.update.outer_middleware(UpdatesInFlightLimit(settings.BOT_MAX_CONCURRENT_UPDATES))
     web_app = web.Application()
     # Dispatcher start-up/shutdown first, so replies in flight drain before the bot's session closes.
     setup_application(web_app, app.dp, bot=app.bot)
-    SecretCheckingRequestHandler(dispatcher=app.dp, bot=app.bot, secret_token=secret).register(
-        web_app, path=settings.WEBHOOK_PATH)
+    WebhookRequestHandler(dispatcher=app.dp, bot=app.bot, secret_token=secret, inbox=app.dp["inbox"],
+                          handling=app.dp["inbox_handling"]).register(web_app, path=settings.WEBHOOK_PATH)
     attach_metrics_route(web_app, app.metrics)  # metrics: /metrics here when METRICS_PORT == WEBHOOK_PORT
 
     async def set_webhook(bot: Bot) -> None:

@@ -372,3 +372,85 @@ async def test_all_failed_lists_every_attempt(make_env):
     assert [(a.provider, a.model) for a in failed.value.attempts] == [("ollama", "m1"), ("openai", "g1")]
     assert [(e.provider, e.outcome, e.blamed) for e in events] == [
         ("ollama", "server_error", True), ("openai", "server_error", True)]
+
+
+# --- the provider's timeout is what one generation may take ---------------------------------------------------
+
+
+def slow_engine(clock, chunk_gap: float, chunks: int) -> LLMProviderFallback:
+    """ollama (timeout 0.5 s) streams `chunks` chunks `chunk_gap` apart; openai answers at once."""
+    from pydantic_ai.messages import ModelResponse, TextPart
+    from pydantic_ai.models.function import FunctionModel
+
+    async def slow_stream(messages, info):
+        for n in range(chunks):
+            yield f"chunk{n} "
+            await asyncio.sleep(chunk_gap)
+
+    async def slow_answer(messages, info):
+        await asyncio.sleep(chunk_gap * chunks)
+        return ModelResponse(parts=[TextPart("ollama, finally")])
+
+    async def quick(messages, info):
+        return ModelResponse(parts=[TextPart("openai/g1")])
+
+    async def quick_stream(messages, info):
+        yield "openai/g1"
+
+    models = {"ollama": {"m1": FunctionModel(slow_answer, stream_function=slow_stream, model_name="o")},
+              "openai": {"g1": FunctionModel(quick, stream_function=quick_stream, model_name="g")}}
+    specs = [ProviderSpec("ollama", "ollama", "http://127.0.0.1:9/v1", ("m1",), timeout=0.5),
+             ProviderSpec("openai", "openai", "http://127.0.0.1:9/v1", ("g1",), api_key=SecretStr("sk-test-1234567"))]
+    return LLMProviderFallback(specs, MemoryStateStore(clock), clock=clock, models=models, loop_lag=ResponsiveLoop())
+
+
+async def test_a_generation_longer_than_the_providers_timeout_falls_over(clock):
+    engine = slow_engine(clock, chunk_gap=0.2, chunks=10)  # 2 s for a provider allowed 0.5 s
+    started = time.monotonic()
+    assert (await Agent(LLMFallbackModel(engine)).run("hi")).output == "openai/g1"
+    assert time.monotonic() - started < 1.5
+    health = (await engine.get_provider_stats())["provider_health"]["ollama"]
+    assert health["state"] == "cooling" and health["last_error_kind"] == "timeout"
+    await engine.aclose()
+
+
+async def test_a_stream_still_going_past_the_providers_timeout_is_cut(clock):
+    """Chunks 0.2 s apart never stall the HTTP read, but the whole generation has 1 s: the stream is cut."""
+    from tests.test_e2e_streaming import PacedLLM
+
+    async with PacedLLM("ollama") as primary, TinyProvider("openai") as fallback:
+        primary.pace = 0.2
+        primary.reply = " ".join(f"word{n}" for n in range(40))  # about 8 s of streaming
+        engine = LLMProviderFallback(
+            [ProviderSpec("ollama", "ollama", primary.v1_url, ("m1",), timeout=1, connect_timeout=1),
+             ProviderSpec("openai", "openai", fallback.url, ("g1",), api_key=SecretStr("sk-test-tiny-123456"),
+                          timeout=5, connect_timeout=1)],
+            MemoryStateStore(clock), clock=clock, loop_lag=ResponsiveLoop())
+        started = time.monotonic()
+        with pytest.raises(StreamCutError) as cut:
+            async with Agent(LLMFallbackModel(engine)).run_stream("hi") as result:
+                _ = [c async for c in result.stream_text(delta=True)]
+        assert time.monotonic() - started < 3, "cut at the deadline, not after the whole stream"
+        assert cut.value.provider == "ollama" and "timed out" in cut.value.error
+        assert (await engine.get_provider_stats())["provider_health"]["ollama"]["state"] == "cooling"
+        await engine.aclose()
+
+
+async def test_a_provider_that_cuts_streams_is_not_announced_back_by_a_short_call(make_env):
+    """Thread names (short, not streamed) succeed while chat streams are cut: no "recovered" in between."""
+    env = make_env()
+    events = health_events(env)
+    env.fakes.cut_stream("ollama", lambda: http_error(500, "m1"))
+    with pytest.raises(StreamCutError):
+        await env.ask_stream()
+    env.clock.advance(301)  # half-open
+    assert await env.ask() == "ollama/m1"  # a short call goes through...
+    assert (await env.health("ollama"))["state"] != "healthy", "...but it is not what failed"
+    env.clock.advance(1)
+    with pytest.raises(StreamCutError):
+        await env.ask_stream()
+    assert [e.kind for e in events] == ["down", "down"]
+    env.fakes.ok("ollama")
+    env.clock.advance(601)
+    assert await env.ask_stream() == "ollama/m1"  # a stream that ends well: back
+    assert [e.kind for e in events] == ["down", "down", "recovered"]

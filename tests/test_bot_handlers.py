@@ -27,7 +27,6 @@ import pytest_asyncio
 from aiogram import Bot, Router
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.exceptions import TelegramRetryAfter
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message, Update
 from aiohttp import ClientResponse
@@ -35,11 +34,12 @@ from aioresponses import CallbackResult, aioresponses
 
 from luka_bot.core.config import load_settings
 from luka_bot.core.loader import App, build_app
-from luka_bot.core.telegram_retry import RetryAfterMiddleware
+from luka_bot.core.send_pacer import PacedSends, SendPacer
 from luka_bot.handlers.replies import TELEGRAM_LIMIT
 from luka_bot.services.llm_model_factory import LLMModelFactory
 from luka_bot.services.llm_provider_fallback import set_llm_provider_fallback
 from plugins.llm_fallback import LLMProviderFallback
+from tests.conftest import FakeClock
 from tests.fakes.fake_llm import FakeLLM
 
 TOKEN = "42:TEST-handlers-token-not-real"
@@ -242,12 +242,14 @@ async def make_env(llms: tuple[FakeLLM, FakeLLM]) -> AsyncIterator[Callable[...,
                 OLLAMA_TIMEOUT=5, OPENAI_TIMEOUT=5, LLM_CONNECT_TIMEOUT=1, DEFAULT_LANGUAGE="en",
             )
             sleeps: list[float] = []
+            clock = FakeClock()
 
-            async def no_wait(seconds: float) -> None:
+            async def no_wait(seconds: float) -> None:  # flood waits pass on the fake clock, at once
                 sleeps.append(seconds)
+                clock.advance(seconds)
 
             session = AiohttpSession()
-            session.middleware(RetryAfterMiddleware(sleep=no_wait))
+            session.middleware(PacedSends(SendPacer(clock=clock, sleep=no_wait), clock=clock))
             bot = Bot(TOKEN, session=session, default=DefaultBotProperties(parse_mode=parse_mode))
             env = Env(build_app(settings, bot=bot), api, primary, fallback, sleeps)
             built.append(env)
@@ -360,7 +362,7 @@ async def test_admin_status_in_russian(env: Env) -> None:
     await env.say("/llm_status", user_id=ADMIN, lang="ru")
     (params,) = env.api.sent(ADMIN)
     assert params["text"].startswith("🤖 LLM-провайдеры")
-    assert "1. ollama — 🟢 работает" in params["text"]
+    assert "1. ollama — ⚪ неизвестно: ещё не использовался и не проверялся" in params["text"]  # nothing asked yet
     assert "Хранилище состояния: память (этот процесс)" in params["text"]
 
 
@@ -384,7 +386,8 @@ async def test_status_lists_providers_in_order_with_health_and_the_keyboard(env:
     assert lines[1].startswith("1. ollama — 🔴 cooling down, ")
     assert "(failures: 1)" in lines[1]
     assert lines[2].strip().startswith("last error ")
-    assert lines[3] == "2. openai — 🟢 healthy"
+    assert lines[3].strip().startswith("next recovery probe in ")
+    assert lines[4] == "2. openai — 🟢 healthy"
     assert "Preferred (cached): openai" in lines
     assert "Forced: none" in lines
     assert "State store: memory (this process)" in lines
@@ -513,7 +516,7 @@ async def test_admin_check_button_probes_providers_and_shows_the_result(env: Env
 # --- Telegram's own errors ----------------------------------------------------------------------------
 
 
-async def test_flood_control_waits_retry_after_and_retries_once(env: Env) -> None:
+async def test_flood_control_waits_retry_after_and_retries(env: Env) -> None:
     env.api.fail_next("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
     await env.say("/start")
 
@@ -525,21 +528,28 @@ async def test_flood_control_waits_retry_after_and_retries_once(env: Env) -> Non
     assert sum(len(env.api.mocked.requests[key]) for key in send_urls) == 2
 
 
-async def test_flood_control_is_retried_only_once(env: Env) -> None:
-    env.api.fail_next("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
-    env.api.fail_next("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
-    with pytest.raises(TelegramRetryAfter):
-        await env.say("/start")
-    assert len(env.api.sent(USER)) == 2
-    assert env.sleeps == [1]
+async def test_flood_control_is_retried_until_the_answer_is_delivered(env: Env) -> None:
+    for _ in range(3):
+        env.api.fail_next("sendMessage", 429, "Too Many Requests: retry after 2", retry_after=2)
+    await env.say("/start")
+    attempts = env.api.sent(USER)
+    assert len(attempts) == 4 and len({a["text"] for a in attempts}) == 1
+    assert env.sleeps == [2, 2, 2]
 
 
-async def test_flood_control_with_a_huge_retry_after_is_not_waited_for(env: Env) -> None:
+async def test_an_answer_that_cannot_be_delivered_in_time_is_one_error_line(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
     env.api.fail_next("sendMessage", 429, "Too Many Requests: retry after 3600", retry_after=3600)
-    with pytest.raises(TelegramRetryAfter):
-        await env.say("/start")
+    with caplog.at_level(logging.WARNING):
+        await env.say("/start")  # no exception reaches the dispatcher's log
     assert len(env.api.sent(USER)) == 1
-    assert env.sleeps == []
+    assert env.sleeps == [], "an hour is beyond TELEGRAM_SEND_DEADLINE: not waited for"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        f"❌ Telegram flood control: SendMessage to chat {USER} not delivered within 300s (retry after 3600s); "
+        "given up"], caplog.text
+    assert all(r.exc_info is None for r in caplog.records), "no traceback"
 
 
 async def test_refresh_not_modified_is_ignored_and_the_button_answered(env: Env) -> None:
@@ -643,3 +653,64 @@ async def test_apology_path_retrieves_the_thread_name_task_outcome(env: Env, mon
         loop.set_exception_handler(previous)
     assert [c.get("message") for c in unretrieved] == []
 
+
+
+# --- what a thread name, a cut-off answer and a refusal do to the reply -------------------------------------
+
+
+def _names_thread(body: dict[str, Any]) -> bool:
+    return any("You name conversation threads" in str(m.get("content")) for m in body.get("messages", []))
+
+
+async def test_a_slow_thread_name_does_not_hold_back_the_answer(env: Env) -> None:
+    import asyncio
+
+    release = asyncio.Event()
+    env.primary.hold_request = lambda body: release.wait() if _names_thread(body) else None
+    started = asyncio.get_running_loop().time()
+    await env.say("hello there")
+    waited = asyncio.get_running_loop().time() - started
+    assert env.api.texts(USER) == ["answer from ollama"], "the answer went out without waiting for its name"
+    assert waited < 3, f"{waited:.1f}s: the answer waited for the name"
+    release.set()
+    for _ in range(200):  # the late name names the thread quietly
+        if (threads := await env.app.dp["conversations"].threads(USER)):
+            break
+        await asyncio.sleep(0.01)
+    assert [t.name for t in threads] == ["answer from ollama"]
+    assert env.api.texts(USER) == ["answer from ollama"], "no late 🧵 message after the answer"
+
+
+async def test_a_message_in_a_new_thread_counts_once_when_every_provider_is_down(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    events: list[Any] = []
+    env.engine.add_listener(events.append)
+    await env.primary.stop()
+    await env.fallback.stop()
+    with caplog.at_level(logging.INFO):
+        await env.say("first message of a new thread")
+    assert env.api.texts(USER) == [APOLOGY_EN]
+    all_failed = [r for r in caplog.records if "All LLM providers failed" in r.getMessage()]
+    assert len(all_failed) == 1 and all_failed[0].levelno == logging.ERROR
+    assert len([e for e in events if getattr(e, "kind", None) == "all_failed"]) == 1
+    assert any("No LLM provider could answer [thread_name]" in r.getMessage() and r.levelno == logging.INFO
+               for r in caplog.records)
+
+
+async def test_an_answer_cut_at_the_length_limit_is_marked_and_kept_out_of_the_history(env: Env) -> None:
+    env.primary.finish_reason = "length"
+    await env.say("tell me everything")
+    texts = env.api.texts(USER)
+    assert texts[-1].startswith("answer from ollama") and "✂️ The answer was cut off here" in texts[-1]
+    conversations = env.app.dp["conversations"]
+    thread = await conversations.current_thread(USER)
+    assert await conversations.history(USER, thread) == [], "a cut-off answer is not replayed to the model"
+
+
+async def test_a_content_filter_refusal_is_shown_as_one_and_not_stored(env: Env) -> None:
+    env.primary.finish_reason = "content_filter"
+    await env.say("something the filter stops")
+    assert env.api.texts(USER)[-1] == "🙅 The model declined to answer that. Try asking differently."
+    assert env.fallback.count() == 0, "a safety refusal is never routed around"
+    conversations = env.app.dp["conversations"]
+    assert await conversations.history(USER, await conversations.current_thread(USER)) == []

@@ -149,7 +149,7 @@ async def test_status_shows_what_another_process_recorded(capsys: pytest.Capture
     lines = table.out.splitlines()
     assert lines[0].split() == ["#", "PROVIDER", "STATE", "COOLDOWN", "LEFT", "FAILURES", "LAST", "ERROR"]
     assert lines[1].split()[:3] == ["1", "ollama", "cooling"], table.out
-    assert re.search(r"cooling +(5m 0s|4m \d+s) +1 ", lines[1]), "cooldown left and failure count"
+    assert re.search(r"cooling +(5m 0s|4m \d+s) \(probe in \d+s\) +1 ", lines[1]), "cooldown left, next probe, failures"
     assert "Connection refused" in lines[1]
     assert lines[2].split()[:3] == ["2", "openai", "unknown"], table.out  # forced, but it never answered yet
     assert "Forced: openai, 10m 0s left" in lines or "Forced: openai, 9m 59s left" in lines, table.out

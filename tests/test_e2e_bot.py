@@ -199,9 +199,11 @@ async def test_clear_forgets_alerts_too_so_a_new_outage_alerts_again(world: Worl
     await world.ask("/llm_clear", lambda t: t.startswith("🧹 Cleared."), user_id=ADMIN)
     assert await world.key("cooldown:ollama") is None
     assert await world.key("last_error:ollama") is None
+    mark = world.fake.mark()
     await world.ask("again?", "answer from openai")
     assert await world.key("cooldown:ollama") is not None, "the request failed on the dead primary again"
-    await world.ask("/help", lambda t: t.startswith("I answer your messages"))  # let the alert arrive
+    await world.says(ADMIN, lambda t: t.startswith("🔴"), after=mark)  # the alert waits its turn in the admin chat
+    await world.ask("/help", lambda t: t.startswith("I answer your messages"))  # no third one comes
     assert len([t for t in world.texts(ADMIN) if t.startswith("🔴")]) == 2, "one alert per outage, again after a clear"
 
 

@@ -91,7 +91,8 @@ async def start_bot(fakes: Fakes, redis_server: RedisServer, tmp_path) -> AsyncI
             llm.reset_counts()
         env = bot_env(fakes.fake, fakes.primary, fakes.fallback, redis_url=fakes.redis_url, admin=ADMIN,
                       openai_key=OPENAI_KEY, OLLAMA_TIMEOUT=5, OPENAI_TIMEOUT=5, LOG_LEVEL="INFO",
-                      LLM_CONTEXT_WINDOWS=json.dumps(windows))
+                      LLM_CONTEXT_WINDOWS=json.dumps(windows),
+                      TELEGRAM_CHAT_SENDS_PER_SECOND=40)  # one chat's messages one after another: no pacing here
         process = await BotProcess.start(env, tmp_path)
         started.append(process)
         await process.wait_polling(fakes.fake, timeout=30)

@@ -65,7 +65,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     fake = await FakeTelegram(token=TOKEN).start()
     llm = await PacedLLM("ollama").start()
     env = bot_env(fake, llm, OLLAMA_TIMEOUT=5, LLM_CONNECT_TIMEOUT=0.5, STREAMING="on", STREAM_DRAFT_INTERVAL=0.05,
-                  LOG_LEVEL="INFO")
+                  LOG_LEVEL="INFO", TELEGRAM_CHAT_SENDS_PER_SECOND=40)  # this fake has no flood control
     world = World(fake, llm, await BotProcess.start(env, workdir), [])
     try:
         await world.bot.wait_polling(fake, timeout=30)

@@ -127,7 +127,8 @@ async def world(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFact
     client = aioredis.from_url(redis_server.url, decode_responses=True)
     env = bot_env(fake, primary, fallback, redis_url=redis_server.url, admin=ADMIN, openai_key=OPENAI_KEY,
                   OLLAMA_TIMEOUT=5, OPENAI_TIMEOUT=5, LLM_CONNECT_TIMEOUT=0.5, STREAMING="on",
-                  STREAM_DRAFT_INTERVAL=0.05, LOG_LEVEL="INFO")
+                  STREAM_DRAFT_INTERVAL=0.05, LOG_LEVEL="INFO",
+                  TELEGRAM_CHAT_SENDS_PER_SECOND=40)  # this fake has no flood control: frames every 0.05 s
     world = World(fake, primary, fallback, client, await BotProcess.start(env, workdir), [])
     try:
         await world.bot.wait_polling(fake, timeout=30)

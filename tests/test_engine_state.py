@@ -497,7 +497,7 @@ async def test_missing_model_moves_to_the_next_model_and_cools_only_that_model(m
     assert (await env.health("openai"))["unavailable_models"] == []
 
 
-async def test_all_models_missing_moves_on_to_the_next_provider_without_cooling_it(make_env):
+async def test_all_models_missing_moves_on_to_the_next_provider_and_status_says_it_cannot_answer(make_env):
     env = make_env()
     env.fakes.fail("openai", lambda: http_error(404, "g"))
     await env.engine.force_provider("openai", 600)
@@ -506,42 +506,63 @@ async def test_all_models_missing_moves_on_to_the_next_provider_without_cooling_
 
     assert env.fakes.log == [("openai", "g1"), ("openai", "g2"), ("ollama", "m1")]
     health = await env.health("openai")
-    assert health["state"] == "healthy"
+    assert health["state"] == "cooling", "no model of it exists there: not 🟢"
+    assert health["failures"] == 0 and health["cooldown_seconds_left"] == 300  # its models' cooldowns, not its own
     assert health["unavailable_models"] == ["g1", "g2"]
 
 
 # --- errors that are the caller's, not the provider's -------------------------------------------------------
 
 
-async def test_bad_request_is_raised_unchanged_without_cooldown(make_env):
+async def test_a_bad_request_every_provider_refuses_is_raised_unchanged_without_cooldown(make_env):
     env = make_env()
     error = http_error(400, "m1", "messages: field required")
     assert isinstance(error, ModelRequestRejectedError)
     env.fakes.fail("ollama", error)
+    env.fakes.fail("openai", lambda: http_error(400, "g1", "messages: field required"))
+    events = []
+    env.engine.add_listener(events.append)
 
     with pytest.raises(ModelHTTPError) as raised:
         await env.ask()
 
-    assert raised.value is error
+    assert raised.value is error, "the request's own error, not 'all providers failed'"
     assert raised.value.status_code == 400
-    assert env.fakes.count("openai") == 0
+    assert env.fakes.count("openai") == 1
     stats = await env.stats()
-    assert stats["provider_health"]["ollama"]["state"] == "healthy"
+    assert stats["provider_health"]["ollama"]["state"] == "healthy"  # it answered: with a refusal
     assert stats["provider_health"]["ollama"]["failures"] == 0
     assert stats["preferred_provider"] is None
+    assert not [e for e in events if isinstance(e, HealthEvent)], "no outage to announce"
     env.fakes.ok("ollama")
     assert await env.ask() == "ollama/m1"
 
 
-@pytest.mark.parametrize("status", [413, 422])
-async def test_other_request_errors_are_raised_too(make_env, status):
+@pytest.mark.parametrize("status", [400, 413, 422])
+async def test_a_refusal_only_one_provider_gives_falls_back_without_cooldown(make_env, status):
+    """Ollama's "model does not support tools" 400: the next provider answers, nobody cools down."""
     env = make_env()
-    env.fakes.fail("ollama", lambda: http_error(status, "m1"))
-    with pytest.raises(ModelHTTPError) as raised:
-        await env.ask()
-    assert raised.value.status_code == status
-    assert env.fakes.count("openai") == 0
-    assert (await env.health("ollama"))["state"] == "healthy"
+    env.fakes.fail("ollama", lambda: http_error(status, "m1", "registry.ollama.ai/library/m1 does not support tools"))
+    assert await env.ask() == "openai/g1"
+    health = await env.health("ollama")
+    assert health["state"] == "healthy" and health["cooldown_seconds_left"] == 0
+    assert "does not support tools" in health["last_error"]  # /llm_status shows why it is not used
+    assert await env.ask() == "openai/g1"
+    assert env.fakes.count("ollama") == 2, "tried again: it may be only this request it refuses"
+
+
+async def test_the_same_refusal_on_every_request_tells_the_admins_once(make_env, caplog):
+    env = make_env()
+    events = []
+    env.engine.add_listener(events.append)
+    env.fakes.fail("ollama", lambda: http_error(400, "m1", "registry.ollama.ai/library/m1 does not support tools"))
+    with caplog.at_level(logging.ERROR, logger="llm_fallback"):
+        for _ in range(6):
+            assert await env.ask() == "openai/g1"
+    told = [e for e in events if isinstance(e, HealthEvent)]
+    assert [(e.kind, e.provider) for e in told] == [("rejects_requests", "ollama")]
+    assert "does not support tools" in told[0].error
+    assert len([r for r in caplog.records if "refuses every request" in r.getMessage()]) == 1
 
 
 async def test_content_filter_refusal_is_not_routed_around(make_env):
@@ -765,10 +786,13 @@ def _chain(error: BaseException) -> list[BaseException]:
 async def test_stream_bad_request_is_raised_without_cooldown(make_env):
     env = make_env()
     env.fakes.fail("ollama", lambda: http_error(400, "m1"))
+    env.fakes.fail("openai", lambda: http_error(400, "g1"))
     with pytest.raises(ModelHTTPError):
         await env.ask_stream()
-    assert env.fakes.count("openai") == 0
+    assert env.fakes.count("openai") == 1
     assert (await env.health("ollama"))["state"] == "healthy"
+    env.fakes.ok("openai")
+    assert await env.ask_stream() == "openai/g1"  # refused only by ollama now: the fallback answers
 
 
 async def test_consumer_error_while_streaming_does_not_blame_the_provider(make_env):

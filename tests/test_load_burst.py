@@ -10,8 +10,8 @@ open, but one leaked per message would add USERS a round; RSS grows by less than
 from round 1 to round 3.
 
 Admission control (docs/performance.md, "Load burst"): with BOT_MAX_CONCURRENT_UPDATES=U and
-LLM_MAX_CONCURRENT_REQUESTS=L the providers never see more than L requests at once; the webhook's
-update bound is checked on a Dispatcher.
+LLM_MAX_CONCURRENT_REQUESTS=L the providers never see more than L requests at once; the update bound
+itself is checked on a Dispatcher.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from aiogram import Dispatcher
 from aiogram.types import Update
 
 from luka_bot.core.config import ConfigError, load_settings
-from luka_bot.webhook import UpdatesInFlightLimit
+from luka_bot.services.inbox import Inbox, InboxMiddleware
 from tests.conftest import wait_until
 from tests.fakes.bot_process import BotProcess, bot_env, empty_redis, stop_all
 from tests.fakes.fake_llm import FakeLLM
@@ -200,11 +200,12 @@ async def test_llm_requests_in_flight_stay_within_the_bound(bot: Bot) -> None:
     assert bot.fallback.count() == 0, "a busy bot does not blame its healthy primary"
 
 
-async def test_webhook_update_bound_makes_updates_wait_their_turn() -> None:
-    """The webhook's bound: at most `limit` updates in a handler at once; the rest wait, none is dropped."""
+async def test_the_update_bound_makes_updates_wait_their_turn() -> None:
+    """The bound (the inbox's middleware, polling and webhook alike): at most `limit` updates in a handler
+    at once; the rest wait, none is dropped."""
     limit, total = 3, 10
     dp = Dispatcher()
-    dp.update.outer_middleware(UpdatesInFlightLimit(limit))
+    dp.update.outer_middleware(InboxMiddleware(Inbox(), limit))
     release = asyncio.Event()
     running = {"now": 0, "max": 0, "done": 0}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -39,6 +40,7 @@ OPENAI_KEY = "sk-test-replicas-SECRET-987654"
 ADMIN = 7001
 USERS = list(range(7101, 7109))
 COOLDOWN = 3
+PROBE_INTERVAL = 1  # background recovery probes, scaled to the 3 s cooldown as in the outage drill
 WAIT = 20.0
 
 
@@ -112,7 +114,7 @@ def replica_env(fake: FakeTelegram, primary: FakeLLM, fallback: FakeLLM, redis_u
                 metrics: bool) -> dict[str, str]:
     env = bot_env(fake, primary, fallback, redis_url=redis_url, admin=ADMIN, openai_key=OPENAI_KEY,
                   OLLAMA_TIMEOUT=5, OPENAI_TIMEOUT=5, LLM_CONNECT_TIMEOUT=1, LLM_FAILURE_COOLDOWN=COOLDOWN,
-                  WEBHOOK_URL=f"http://127.0.0.1:{port}", WEBHOOK_HOST="127.0.0.1", WEBHOOK_PORT=port,
+                  LLM_RECOVERY_PROBE_INTERVAL=PROBE_INTERVAL, WEBHOOK_URL=f"http://127.0.0.1:{port}", WEBHOOK_HOST="127.0.0.1", WEBHOOK_PORT=port,
                   WEBHOOK_SECRET=SECRET)
     if metrics:
         env.update(METRICS_PORT=str(port), METRICS_HOST="127.0.0.1")
@@ -150,6 +152,11 @@ async def bot(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactor
         assert TOKEN not in log and SECRET not in log and OPENAI_KEY not in log
 
 
+def _is_probe(request: dict) -> bool:
+    """A background check's request: one token, for the check's fixed prompt."""
+    return request.get("max_tokens") == 1 or request.get("max_completion_tokens") == 1
+
+
 # --- the story -------------------------------------------------------------------------------------------
 
 
@@ -185,23 +192,29 @@ async def test_the_primary_dying_under_load_is_learned_once_and_skipped_by_both(
     assert 1 <= died_in_flight <= len(USERS)
     # learned by one replica, skipped by both for the cooldown
     assert await bot.burst(USERS, "still there") == ["answer from openai"] * len(USERS)
-    assert bot.primary.count() == died_in_flight
+    assert [r for r in bot.primary.requests[died_in_flight:] if not _is_probe(r)] == []  # probes only
     await wait_until(lambda: len(bot.admin_texts("🔴")) >= 1, rounds=200, interval=0.05)
     assert len(bot.admin_texts("🔴 LLM provider ollama is down")) == 1  # one alert, not one per replica
 
-    # the cooldown runs out while the primary is still broken: one probe across both replicas
-    await bot.wait_state("ollama", "half_open")
+    # past the cooldown, the primary still broken: only the background probes reach it, one process probing
+    started = time.monotonic()
+    await asyncio.sleep(COOLDOWN + 2 * PROBE_INTERVAL)
     assert await bot.burst(USERS, "after the cooldown") == ["answer from openai"] * len(USERS)
-    assert bot.primary.count() == died_in_flight + 1
-    print(f"\nrequests reaching the dead primary: {died_in_flight} in flight when it died, "
-          f"then {bot.primary.count() - died_in_flight} probe in one cooldown window ({len(USERS)} users x 2 bursts)")
+    users_after = [r for r in bot.primary.requests[died_in_flight:] if not _is_probe(r)]
+    probes = [r for r in bot.primary.requests if _is_probe(r)]
+    assert users_after == [], "no user request reaches a primary the probes cover"
+    assert 1 <= len(probes) <= (time.monotonic() - started) / PROBE_INTERVAL + 2, len(probes)
+    print(f"\nrequests reaching the dead primary: {died_in_flight} in flight when it died, then only "
+          f"{len(probes)} background probes in {time.monotonic() - started:.1f}s across both replicas")
 
 
 async def test_recovery_is_seen_by_both_replicas(bot: Replicas) -> None:
     bot.primary.set_mode("ok")
-    await bot.wait_state("ollama", "half_open")
+    back = time.monotonic()
+    await bot.wait_state("ollama", "healthy")  # a background probe found it, before any user request
+    assert time.monotonic() - back < 3 * PROBE_INTERVAL + 2
     answers = await bot.burst(USERS, "better now?")
-    assert set(answers) <= {"answer from ollama", "answer from openai"} and "answer from ollama" in answers
+    assert answers == ["answer from ollama"] * len(USERS)
     for replica in (0, 1):
         assert await bot.ask(f"on replica {replica}", USERS[replica], replica=replica) == "answer from ollama"
     await wait_until(lambda: len(bot.admin_texts("🟢")) >= 1, rounds=200, interval=0.05)

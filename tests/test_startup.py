@@ -170,6 +170,8 @@ async def test_unreachable_telegram_is_retried_with_one_line_per_try_then_the_bo
     assert TOKEN not in log
     start = next(line for line in log.splitlines() if "luka_bot starting" in line)
     assert "@luka_test_bot" in start and "state store: degraded: Redis is not answering" in start, start
+    assert start.endswith("send budget: 30/s, shared by every replica through Redis (this process alone until "
+                          "Redis answers))"), start
 
 
 async def test_start_up_line_says_redis_when_redis_answers(tmp_path: Path, redis_server: RedisServer) -> None:
@@ -181,8 +183,19 @@ async def test_start_up_line_says_redis_when_redis_answers(tmp_path: Path, redis
         await bot.wait_log("luka_bot starting")
         assert await bot.stop() == 0
     start = next(line for line in bot.log().splitlines() if "luka_bot starting" in line)
-    assert start.endswith("(state store: redis (shared))"), start
+    assert start.endswith("(state store: redis (shared); send budget: 30/s, shared by every replica (Redis))"), start
     assert "Telegram is not reachable" not in bot.log()
+    assert "📥 Inbox: durable (Redis stream luka:123456:inbox)" in bot.log()
+
+
+async def test_start_up_says_a_bot_without_redis_is_not_durable(tmp_path: Path) -> None:
+    async with FakeTelegram(token=TOKEN) as fake, bot_process(tmp_path, TELEGRAM_API_URL=fake.url) as bot:
+        await fake.wait_polling(timeout=120)
+        await bot.wait_log("Inbox: process memory")
+        assert await bot.stop() == 0
+    start = next(line for line in bot.log().splitlines() if "luka_bot starting" in line)
+    assert "state store: memory (this process only, not durable" in start, start
+    assert "📥 Inbox: process memory, NOT durable" in bot.log()
 
 
 # --- a TELEGRAM_API_URL that is not (quite) the Bot API ------------------------------------------------------
@@ -324,3 +337,13 @@ async def test_start_up_names_a_retired_model_and_claims_no_fallback_that_cannot
     report = [line.split(" ", 2)[2] for line in lines[start + 1:start + 1 + len(expected)]]
     assert report == expected, "\n".join(lines)
     assert EXTRA_KEY not in bot.log()
+
+
+async def test_start_up_line_says_the_send_budget_is_per_process_without_redis(tmp_path: Path) -> None:
+    async with FakeTelegram(token=TOKEN) as fake, bot_process(tmp_path, TELEGRAM_API_URL=fake.url,
+                                                              TELEGRAM_SENDS_PER_SECOND="25") as bot:
+        await fake.wait_polling(timeout=120)
+        await bot.wait_log("luka_bot starting")
+        assert await bot.stop() == 0
+    start = next(line for line in bot.log().splitlines() if "luka_bot starting" in line)
+    assert start.endswith("send budget: 25/s, this process only (set REDIS_URL to share it between replicas))"), start

@@ -44,3 +44,29 @@ async def test_alert_in_the_configured_locale(make_env):
         text = alerts._text(HealthEvent("down", "ollama", error="HTTP 500", cooldown=300))
     assert text.startswith("🔴 LLM-провайдер ollama недоступен: HTTP 500.")
     assert "5 мин 0 с" in text
+
+
+async def test_an_error_ending_with_a_period_reads_as_one_sentence(make_env):
+    env = make_env()
+    alerts = AdminAlerts(bot=None, fallback=env.engine, admin_ids=[1])  # type: ignore[arg-type]
+    text = alerts._text(HealthEvent("down", "ollama", error="Request timeout.", cooldown=300))
+    assert "Request timeout. It is skipped for 5m 0s" in text and ".." not in text
+
+
+async def test_a_broken_standby_alert_names_the_cause_the_setting_and_the_risk(make_env):
+    env = make_env()
+    alerts = AdminAlerts(bot=None, fallback=env.engine, admin_ids=[1])  # type: ignore[arg-type]
+    text = alerts._text(HealthEvent("standby_failed", "openai", error="HTTP 401: invalid key", setting="OPENAI_API_KEY",
+                                    serving="ollama"))
+    assert text == ("⚠️ openai can't answer: HTTP 401: invalid key (OPENAI_API_KEY). If ollama fails now, "
+                    "users get apologies.")
+
+
+async def test_a_provider_that_cannot_be_reached_is_named_by_its_address_and_setting(make_env, caplog):
+    from .conftest import refused
+
+    env = make_env()
+    env.fakes.fail("ollama", lambda: refused("m1"))
+    assert await env.ask() == "openai/g1"
+    error = (await env.health("ollama"))["last_error"]
+    assert error == "Connection refused (127.0.0.1:9, OLLAMA_URL)", error

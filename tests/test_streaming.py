@@ -476,3 +476,27 @@ def test_streaming_settings_defaults_and_spelling() -> None:
     settings = load_settings(_env_file=None)
     assert (settings.STREAMING, settings.STREAM_DRAFT_INTERVAL) == ("on", 1.0)
     assert load_settings(_env_file=None, STREAMING=" OFF ").STREAMING == "off"
+
+
+async def test_a_restart_after_a_cut_goes_to_another_provider_even_when_every_provider_cools(
+        make_env: Callable[..., Any], clock: FakeClock) -> None:
+    """Both providers failed once; now the primary cuts streams and the fallback is fine again: the
+    restarted reply must not start on the primary a second time (it would cut again: an apology)."""
+    from tests.conftest import http_error
+
+    env = make_env()
+    env.fakes.fail("ollama", lambda: http_error(500, "m1"))
+    env.fakes.fail("openai", lambda: http_error(500, "g1"))
+    with pytest.raises(Exception):  # noqa: PT011 - both down: all failed
+        await env.ask()
+    env.fakes.ok("ollama")
+    env.fakes.ok("openai")
+    env.fakes.cut_stream("ollama", lambda: ModelConnectionError("m1", "Connection reset by peer", phase="read"))
+    assert (await env.health("ollama"))["state"] == "cooling" and (await env.health("openai"))["state"] == "cooling"
+
+    preview, _ = paced_preview(RecordingFrames(clock), clock)
+    answer = await stream_reply(Agent(LLMFallbackModel(env.engine)), "hi", [], preview, token=None, attempts=2,
+                                has_side_effects=lambda name: False)
+    await preview.close()
+    assert answer == "openai/g1"
+    assert env.fakes.log[-2:] == [("ollama", "m1"), ("openai", "g1")], "the restart went to openai, not ollama again"

@@ -15,11 +15,12 @@ from luka_bot.core.config import ConfigError, Settings
 from luka_bot.core.i18n import build_i18n
 from luka_bot.core.metrics import BotMetrics, setup_metrics
 from luka_bot.core.polling_conflict import PollingConflictMiddleware
+from luka_bot.core.send_pacer import PacedSends, paced_sends, setup_paced_sends
 from luka_bot.core.telegram_responses import PinResponseModels
-from luka_bot.core.telegram_retry import RetryAfterMiddleware
 from luka_bot.handlers import get_routers
 from luka_bot.services.bot_store import BotStore
 from luka_bot.services.conversations import Conversations
+from luka_bot.services.inbox import Inbox, setup_inbox
 from luka_bot.services.llm_model_factory import LLMModelFactory
 from luka_bot.services.llm_provider_fallback import create_llm_provider_fallback, set_llm_provider_fallback
 from luka_bot.services.state_stores import Stores, build_stores
@@ -52,6 +53,8 @@ class App:
     i18n: I18n
     stores: Stores
     metrics: BotMetrics | None = None
+    inbox: Inbox | None = None
+    paced: PacedSends | None = None
 
 
 def build_bot(settings: Settings) -> Bot:
@@ -60,7 +63,7 @@ def build_bot(settings: Settings) -> Bot:
     session = BotApiSession()
     if settings.TELEGRAM_API_URL:
         session = BotApiSession(api=TelegramAPIServer.from_base(settings.TELEGRAM_API_URL))
-    session.middleware(RetryAfterMiddleware())
+    session.middleware(paced_sends(settings))
     session.middleware(PollingConflictMiddleware())
     session.middleware(PinResponseModels())
     return Bot(settings.BOT_TOKEN.get_secret_value(), session=session)
@@ -80,10 +83,12 @@ def build_app(settings: Settings, *, fallback: LLMProviderFallback | None = None
                     reply_streaming=ReplyStreaming(enabled=settings.STREAMING == "on",
                                                    interval=settings.STREAM_DRAFT_INTERVAL, store=bot_store,
                                                    markdown=settings.MARKDOWN == "on"))
-    metrics = setup_metrics(settings, fallback, dp)  # None unless METRICS_PORT is set
+    paced = setup_paced_sends(bot, dp, stores.shared, settings.redis_prefixes()[1] + "send:")
+    metrics = setup_metrics(settings, fallback, dp, paced)  # None unless METRICS_PORT is set
     SimpleI18nMiddleware(i18n).setup(dp)
     setup_llm_fallback(dp, fallback, admin_ids=settings.ADMIN_IDS, models=LLMModelFactory(fallback),
                        alert_locale=settings.DEFAULT_LANGUAGE)
+    inbox = setup_inbox(dp, bot, settings, stores)  # after the plugin: its drain covers updates waiting their turn
     dp.include_routers(*get_routers())
 
     async def on_startup(bot: Bot) -> None:
@@ -104,4 +109,4 @@ def build_app(settings: Settings, *, fallback: LLMProviderFallback | None = None
 
     dp.startup.register(on_startup)
     dp.shutdown.register(on_shutdown)
-    return App(settings, bot, dp, fallback, bot_store, i18n, stores, metrics)
+    return App(settings, bot, dp, fallback, bot_store, i18n, stores, metrics, inbox, paced)

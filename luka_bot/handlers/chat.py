@@ -16,18 +16,22 @@ from aiogram.filters import Command
 from aiogram.types import Message, MessageGenerationStopped
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
+from pydantic_ai.exceptions import ContentFilterError
 
+from luka_bot.core.send_pacer import Priority, sending_as
 from luka_bot.services.agent_factory import create_static_agent_with_basic_tools, tool_has_side_effects
 from luka_bot.services.conversations import Conversations
 from luka_bot.services.llm_model_factory import LLMModelFactory
 from luka_bot.services.message_text import Rendered
-from luka_bot.services.streaming import ReplyStopped, ReplyStreaming, TypingAction
+from luka_bot.services.streaming import AnswerCutOff, ReplyStopped, ReplyStreaming, TypingAction
 from luka_bot.services.thread_names import generate_thread_name
-from plugins.llm_fallback import PromptTooLongError
+from plugins.llm_fallback import AllProvidersFailedError, PromptTooLongError, redact
 
 logger = logging.getLogger(__name__)
 
 STREAMING_OFF = ReplyStreaming(enabled=False)
+NAME_GRACE = 1.0
+"""Seconds a finished answer waits for its thread's name: a slower name names the thread silently, later."""
 
 
 def apology() -> str:
@@ -41,6 +45,15 @@ def too_long(limit_chars: int | None) -> str:
     limit = limit_chars // 100 * 100 if limit_chars >= 1000 else limit_chars  # "about": no false precision
     return _("📏 Your message is too long for me: I can read at most about {limit} characters at once. "
              "Please shorten it or send it in parts.").format(limit=limit)
+
+
+def refused() -> str:
+    return _("🙅 The model declined to answer that. Try asking differently.")
+
+
+def cut_off(partial: str) -> str:
+    """The answer as far as the model got, marked as cut off at its length limit."""
+    return f"{partial.rstrip()}\n\n" + _("✂️ The answer was cut off here: it reached the model's length limit.")
 
 
 def stopped(partial: Rendered) -> Rendered:
@@ -92,21 +105,38 @@ def build_router() -> Router:
                     await _discard(name_task)
                     await reply.deliver(message, stopped(reply_streaming.render_draft(stop.partial)))
                     return
+                except AnswerCutOff as cut:  # shown, marked, and kept out of the history
+                    logger.info("✂️ reply to user %s reached the model's length limit", user_id)
+                    await reply.deliver(message, cut_off(cut.partial))
+                    await _name_later(name_task, conversations, user_id, thread_id)
+                    return
+                except ContentFilterError:  # a refusal is the model's answer: not routed around, not stored
+                    logger.info("🙅 reply to user %s refused by the model's content filter", user_id)
+                    await _discard(name_task)
+                    await reply.deliver(message, Rendered(refused()))
+                    return
                 except PromptTooLongError as error:  # not an outage: only a shorter message can be answered
                     logger.info("📏 message of user %s (%d characters) fits no provider's context window", user_id,
                                 len(text))
                     await _discard(name_task)
                     await reply.deliver(message, Rendered(too_long(error.limit_chars)))
                     return
-                except Exception as error:  # noqa: BLE001 - the user gets an apology, never a traceback
-                    logger.error("chat reply failed for user %s: %s", user_id, type(error).__name__)
+                except AllProvidersFailedError:  # logged and announced once by the fallback itself
+                    logger.info("apologised to user %s: no provider could answer", user_id)
                     await _discard(name_task)
                     await reply.deliver(message, Rendered(apology()))
                     return
-                name = await _name_of(name_task)
+                except Exception as error:  # noqa: BLE001 - the user gets an apology, never a traceback
+                    logger.error("chat reply failed for user %s: %s", user_id,
+                                 redact(f"{type(error).__name__}: {error}")[:300])
+                    await _discard(name_task)
+                    await reply.deliver(message, Rendered(apology()))
+                    return
+                name = await _name_of(name_task, conversations, user_id, thread_id)
             if name:
                 await conversations.name_thread(user_id, thread_id, name)
-                await message.answer(f"🧵 {name}", parse_mode=None)
+                with sending_as(Priority.THREAD_NAME):
+                    await message.answer(f"🧵 {name}", parse_mode=None)
             await conversations.add_turn(user_id, thread_id, text, answer)
             await reply.deliver(message, answer)
 
@@ -128,11 +158,41 @@ async def _discard(task: asyncio.Task[str] | None) -> None:
     await asyncio.wait({task}, timeout=1.0)
 
 
-async def _name_of(task: asyncio.Task[str] | None) -> str | None:
+async def _name_of(task: asyncio.Task[str] | None, conversations: Conversations, user_id: int,
+                   thread_id: str) -> str | None:
+    """The thread's name if it is ready within `NAME_GRACE`; else it names the thread when it comes."""
     if task is None:
         return None
-    try:
-        return await task
-    except Exception as error:  # noqa: BLE001 - a thread without a name is fine
+    done, _ = await asyncio.wait({task}, timeout=NAME_GRACE)
+    if not done:
+        await _name_later(task, conversations, user_id, thread_id)
+        return None
+    return _named(task)
+
+
+def _named(task: asyncio.Task[str]) -> str | None:
+    if task.cancelled():
+        return None
+    if (error := task.exception()) is not None:  # a thread without a name is fine
         logger.info("thread name not generated: %s", type(error).__name__)
         return None
+    return task.result()
+
+
+async def _name_later(task: asyncio.Task[str] | None, conversations: Conversations, user_id: int,
+                      thread_id: str) -> bool:
+    """Let a slow name finish on its own, then name the thread quietly (the answer went out without it)."""
+    if task is None:
+        return False
+
+    def store(done: asyncio.Task[str]) -> None:
+        if name := _named(done):
+            naming = asyncio.get_running_loop().create_task(conversations.name_thread(user_id, thread_id, name))
+            _LATE_NAMES.add(naming)
+            naming.add_done_callback(_LATE_NAMES.discard)
+
+    task.add_done_callback(store)
+    return True
+
+
+_LATE_NAMES: set[asyncio.Task[object]] = set()

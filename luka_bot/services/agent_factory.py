@@ -8,6 +8,7 @@ import operator
 from datetime import UTC, datetime
 
 from pydantic_ai import Agent, Tool
+from pydantic_ai.capabilities import RaiseContentFilterError
 
 from plugins.llm_fallback import ModelFactory
 
@@ -87,6 +88,11 @@ TOOLS = (
 )
 
 
+CAPABILITIES = [RaiseContentFilterError()]
+"""A reply the provider's content filter stopped is a refusal (raised), never an answer shown and stored as
+if complete: DESIGN.md, "never route around a safety refusal"."""
+
+
 def tool_has_side_effects(name: str) -> bool:
     """Whether the agent's tool `name` has side effects (an unknown tool is assumed to have some)."""
     tool = next((t for t in TOOLS if t.name == name), None)
@@ -99,8 +105,9 @@ async def create_static_agent_with_basic_tools(user_id: int, models: ModelFactor
         from .llm_model_factory import create_llm_model_with_fallback
 
         model = await create_llm_model_with_fallback(context=f"chat:{user_id}")
-        return Agent(model, instructions=SYSTEM_PROMPT, tools=TOOLS, name="luka")
+        return Agent(model, instructions=SYSTEM_PROMPT, tools=TOOLS, name="luka", capabilities=CAPABILITIES)
     # One agent serves every conversation (an Agent is reusable and safe to run concurrently; the
     # history is per run): building it per message cost ~1 ms of CPU (benchmarks/message_cost.py).
     return models.reused("chat_agent", lambda: Agent(models.create(context="chat"), instructions=SYSTEM_PROMPT,
+                                                    capabilities=CAPABILITIES,
                                                     tools=TOOLS, name="luka"))

@@ -20,7 +20,8 @@ from plugins.llm_fallback import LLMFallbackModel, ModelFactory
 from .llm_provider_fallback import ProviderType, get_llm_provider_fallback
 
 MODERATION_SETTINGS = ModelSettings(temperature=0.1, max_tokens=500, timeout=30)
-NAME_GENERATOR_SETTINGS = ModelSettings(temperature=0.3, max_tokens=60, timeout=30)
+NAME_GENERATOR_SETTINGS = ModelSettings(temperature=0.3, max_tokens=60)
+"""No timeout of its own: the provider's (`OLLAMA_TIMEOUT`…) applies; the answer never waits for a name."""
 
 _NAME_PROMPTS = {
     "en": (
@@ -50,7 +51,7 @@ class LLMModelFactory(ModelFactory):
         if max_length < 5:
             raise ValueError("max_length must be at least 5")
         prompt = _NAME_PROMPTS.get(language.split("-")[0].lower(), _NAME_PROMPTS["en"])
-        model = self.create(context=context or "thread_name", model_settings=NAME_GENERATOR_SETTINGS)
+        model = self.create(context=context or "thread_name", model_settings=NAME_GENERATOR_SETTINGS, background=True)
         return model, prompt.format(max_length=max_length)
 
 

@@ -30,6 +30,8 @@ def create_llm_provider_fallback(settings: Settings, store: StateStore | None = 
         max_cooldown=settings.LLM_MAX_COOLDOWN,
         hedge_delay=settings.LLM_HEDGE_DELAY,
         max_concurrent_requests=settings.LLM_MAX_CONCURRENT_REQUESTS or None,
+        recovery_probe_interval=settings.LLM_RECOVERY_PROBE_INTERVAL,
+        standby_check_interval=settings.LLM_STANDBY_CHECK_INTERVAL,
     )
 
 

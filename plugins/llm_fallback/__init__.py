@@ -20,13 +20,13 @@ from .errors import (
     classify,
     redact,
 )
-from .events import AttemptEvent, ContextRefitEvent, Event, FallbackEvent, HealthEvent, HedgeEvent
+from .events import AttemptEvent, ContextRefitEvent, Event, FallbackEvent, HealthEvent, HedgeEvent, ProbeEvent
 from .fit import fit_history
 from .factory import ModelFactory
 from .force import DEFAULT_FORCE_SECONDS, MAX_FORCE_SECONDS, MIN_FORCE_SECONDS, ForceError, check_force, parse_force
 from .hedging import HedgePolicy
 from .loop_lag import LoopLagMonitor
-from .model import LLMFallbackModel
+from .model import LLMFallbackModel, avoiding
 from .providers import OLLAMA_CONTEXT_WINDOW, OPENAI_DEFAULT_URL, ProviderSpec, ollama_api_url
 from .setup import set_bot_commands, setup_llm_fallback
 from .status import FallbackStatus, ProviderState, ProviderStatus
@@ -65,6 +65,7 @@ __all__ = [
     "MemoryStateStore",
     "ModelFactory",
     "PendingWrite",
+    "ProbeEvent",
     "ProviderSpec",
     "ProviderState",
     "PromptTooLongError",
@@ -76,6 +77,7 @@ __all__ = [
     "StateStore",
     "StreamCutError",
     "answered_by",
+    "avoiding",
     "check_force",
     "classify",
     "connect_redis",

@@ -10,7 +10,7 @@ even one whose data does not parse, so no button keeps spinning.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,8 @@ from .texts import _, duration
 logger = logging.getLogger(__name__)
 
 BUTTON_FORCE_SECONDS = 600
+StatusExtras = Sequence[Callable[[], Awaitable[str]]]
+"""What a bot adds to `/llm_status` (`dp["llm_status_extras"]`): each call gives one translated line."""
 ADMIN_COMMANDS = ("llm_status", "llm_force", "llm_clear")
 
 
@@ -68,8 +70,10 @@ def is_admin_button_data(data: str | None) -> bool:
 # --- rendering ---------------------------------------------------------------------------------------
 
 
-def render_status(status: FallbackStatus) -> Text:
-    """`/llm_status` as formatted text (entities, so no parse errors on any error text)."""
+def render_status(status: FallbackStatus, extra_lines: Sequence[str] = ()) -> Text:
+    """`/llm_status` as formatted text (entities, so no parse errors on any error text).
+
+    `extra_lines`: the bot's own lines after the plugin's (e.g. messages waiting for an answer)."""
     lines: list[Any] = [as_line(Bold(_("🤖 LLM providers")))]
     for index, provider in enumerate(status.providers, start=1):
         lines.append(as_line(f"{index}. ", Bold(provider.name), " — ", _state_text(provider)))
@@ -82,6 +86,13 @@ def render_status(status: FallbackStatus) -> Text:
                                           count=provider.hedges_last_hour)))
         if provider.unavailable_models:
             lines.append(as_line("   ", _("models not found: {models}", models=", ".join(provider.unavailable_models))))
+        if provider.next_probe_seconds is not None:
+            lines.append(as_line("   ", _("next recovery probe in {left}", left=duration(provider.next_probe_seconds))))
+        if provider.ready is not None:
+            ago = duration(provider.ready_checked_seconds_ago or 0)
+            lines.append(as_line("   ", _("standby check {ago} ago: ready", ago=ago) if provider.ready
+                                 else _("standby check {ago} ago: can't answer: {error}", ago=ago,
+                                        error=provider.ready_error or "?")))
     lines.append(as_line(_("Preferred (cached): {provider}", provider=status.preferred_provider or _("none"))))
     if status.forced_provider:
         lines.append(as_line(_("Forced: {provider}, {left} left", provider=status.forced_provider,
@@ -89,6 +100,7 @@ def render_status(status: FallbackStatus) -> Text:
     else:
         lines.append(as_line(_("Forced: none")))
     lines.append(as_line(_("State store: {store}", store=_store_text(status.store))))
+    lines += [as_line(line) for line in extra_lines if line]
     return Text(*lines)
 
 
@@ -103,6 +115,8 @@ def _state_text(provider: ProviderStatus) -> str:
         return text
     if provider.state is ProviderState.HALF_OPEN:
         return _("🟡 cooldown over, next request probes it")
+    if provider.state is ProviderState.UNKNOWN:
+        return _("⚪ unknown: not tried or checked yet")
     return _("🟢 healthy")
 
 
@@ -164,9 +178,10 @@ def build_admin_router(admin_ids: Collection[int]) -> Router:
     our_button = F.data.func(is_admin_button_data)
 
     @router.message(Command(*ADMIN_COMMANDS), private, is_admin)
-    async def admin_command(message: Message, command: CommandObject, llm_fallback: LLMProviderFallback) -> None:
+    async def admin_command(message: Message, command: CommandObject, llm_fallback: LLMProviderFallback,
+                            llm_status_extras: StatusExtras = ()) -> None:
         if command.command == "llm_status":
-            await send_status(message, llm_fallback)
+            await send_status(message, llm_fallback, extras=llm_status_extras)
         elif command.command == "llm_force":
             try:
                 force = parse_force(command.args, order=llm_fallback.order, configured=llm_fallback.configured,
@@ -194,7 +209,7 @@ def build_admin_router(admin_ids: Collection[int]) -> Router:
 
     @router.callback_query(AdminAction.filter(), private, is_admin)
     async def admin_button(query: CallbackQuery, callback_data: AdminAction,
-                           llm_fallback: LLMProviderFallback) -> None:
+                           llm_fallback: LLMProviderFallback, llm_status_extras: StatusExtras = ()) -> None:
         note = ""
         if callback_data.action == "force" and callback_data.provider in llm_fallback.configured:
             await llm_fallback.force_provider(callback_data.provider, BUTTON_FORCE_SECONDS)
@@ -211,7 +226,7 @@ def build_admin_router(admin_ids: Collection[int]) -> Router:
             return
         await query.answer(note)  # first: a failing edit below must not leave the button spinning
         if isinstance(query.message, Message):
-            await send_status(query.message, llm_fallback, edit=True)
+            await send_status(query.message, llm_fallback, edit=True, extras=llm_status_extras)
 
     @router.callback_query(our_button, private, is_admin)
     async def button_data_not_understood(query: CallbackQuery) -> None:
@@ -232,9 +247,11 @@ def _private_only_text() -> str:
     return _("🔒 LLM admin commands work only in a private chat with the bot.")
 
 
-async def send_status(message: Message, fallback: LLMProviderFallback, *, edit: bool = False) -> None:
-    """Send (or edit in place) the status message with its keyboard."""
-    content = render_status(await fallback.status()).as_kwargs()
+async def send_status(message: Message, fallback: LLMProviderFallback, *, edit: bool = False,
+                      extras: StatusExtras = ()) -> None:
+    """Send (or edit in place) the status message with its keyboard; `extras` add the bot's own lines."""
+    lines = [await extra() for extra in extras]
+    content = render_status(await fallback.status(), extra_lines=lines).as_kwargs()
     keyboard = status_keyboard(fallback)
     if not edit:
         await message.answer(**content, reply_markup=keyboard)

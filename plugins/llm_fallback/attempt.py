@@ -7,9 +7,10 @@ Only public pydantic-ai API: `Model.prepare_messages`, `Model.request`, `Model.r
   `request_stream` returns once the provider's first chunk has arrived (pydantic-ai's OpenAI and
   function models peek it), so an error or a silence before the first token is raised here,
   while the request can still go to the next provider;
-- `request_timeout` bounds the whole attempt; on a stream, a timer cancels the stream when it
-  passes (`StreamedResponse.cancel()`), and the stream's end reports it. A stall between two
-  chunks is the HTTP client's read timeout (the provider's `timeout`);
+- `request_timeout` bounds the whole attempt (default: the provider's `timeout`, so
+  `OLLAMA_TIMEOUT` is what one generation may take, first token to last); on a stream, a timer
+  cancels the stream when it passes (`StreamedResponse.cancel()`), and the stream's end reports
+  it. A stall between two chunks is the HTTP client's read timeout (the provider's `timeout` too);
 - the events of a stream go to the consumer untouched: no per-event cost.
 
 The request is fitted to this model's context window before it is sent (`fit.py`); a provider that
@@ -71,7 +72,8 @@ def _with_short_connect(settings: ModelSettings | None, connect: float) -> Model
 
 class ProviderAttempt:
     def __init__(self, plan: Plan, target: Target, model: Model, settings: ModelSettings | None, *, streamed: bool,
-                 loop_lag: LoopLagMonitor, connect_timeout: float, describe: Callable[[BaseException], str]):
+                 loop_lag: LoopLagMonitor, connect_timeout: float, describe: Callable[[BaseException, str], str],
+                 generation_timeout: float | None = None):
         self.plan = plan
         self.target = target
         self.model = model
@@ -84,7 +86,7 @@ class ProviderAttempt:
         self.first_event: float | None = None
         self.settled = False
         self.stack = AsyncExitStack()
-        self.request_timeout: float | None = (settings or {}).get("request_timeout")
+        self.request_timeout: float | None = (settings or {}).get("request_timeout") or generation_timeout
         self.first_event_timeout: float | None = (settings or {}).get("first_event_timeout")
         self._past_deadline = False
 
@@ -186,8 +188,8 @@ class ProviderAttempt:
         Raises `StreamCutError` when the stream broke off on the provider's side. Returns True when
         the stream ended well but held nothing (no text, no tool call): an empty reply, struck.
         """
-        if error is None and self._past_deadline:
-            error = self._timed_out("request_timeout")
+        if self._past_deadline and (error is None or isinstance(error, ModelAPIError)):
+            error = self._timed_out("request_timeout")  # whatever the cancelled connection raised, it was us
         if error is None:
             response = stream.get()
             if response.state != "complete":
@@ -200,7 +202,7 @@ class ProviderAttempt:
         elif isinstance(error, ModelAPIError):  # the provider's side: cut, stalled, or truncated
             verdict = await self.failed(error)
             if verdict.blame is not Blame.NONE:
-                raise StreamCutError(self.provider, self.target.model, self.describe(error)) from None
+                raise StreamCutError(self.provider, self.target.model, self.describe(error, self.provider)) from None
             if self._past_deadline:
                 raise error
         else:  # the consumer's own error, a Stop, the caller going away: nobody's fault

@@ -38,7 +38,7 @@ CHECK_TIMEOUT = 10.0
 
 class BackgroundChecks:
     def __init__(self, registry: ProviderRegistry, health: ProviderHealth, events: EventBus, *, clock: Clock,
-                 recovery_interval: float, standby_interval: float, describe: Callable[[BaseException], str],
+                 recovery_interval: float, standby_interval: float, describe: Callable[[BaseException, str], str],
                  tick: float = 1.0, timeout: float = CHECK_TIMEOUT):
         self.registry = registry
         self.health = health

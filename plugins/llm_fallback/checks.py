@@ -44,7 +44,7 @@ class CheckResult:
 
 
 async def try_provider(registry: ProviderRegistry, provider: str, *, timeout: float,
-                       describe: Callable[[BaseException], str], streamed: bool = False) -> CheckResult:
+                       describe: Callable[[BaseException, str], str], streamed: bool = False) -> CheckResult:
     """Ask `provider`'s models in order for one token (streamed if asked); records nothing."""
     settings = ModelSettings(max_tokens=1, timeout=timeout)
     params = ModelRequestParameters()
@@ -52,21 +52,22 @@ async def try_provider(registry: ProviderRegistry, provider: str, *, timeout: fl
     for model_name in registry.specs[provider].models:
         model = registry.model(provider, model_name)
         prompt = model.prepare_messages([ModelRequest.user_text_prompt(CHECK_PROMPT)], params)
+        opened = False
         try:
             async with asyncio.timeout(timeout + 1.0):
                 if streamed:
                     async with model.request_stream(prompt, settings, params) as stream:
+                        opened = True
                         async for _ in stream:
                             pass
                 else:
                     await model.request(prompt, settings, params)
         except TimeoutError:
             error = ModelRequestTimeout(model.model_name, timeout)
-            result = CheckResult(provider, classify(error), describe(error))
-            return result
+            return CheckResult(provider, classify(error, after_first_event=opened), describe(error, provider))
         except Exception as error:  # noqa: BLE001 - every outcome is classified and reported
-            verdict = classify(error)
-            result = CheckResult(provider, verdict, describe(error))
+            verdict = classify(error, after_first_event=opened)
+            result = CheckResult(provider, verdict, describe(error, provider))
             if verdict.kind is FailureKind.MODEL_MISSING:
                 continue
             return result
@@ -75,9 +76,13 @@ async def try_provider(registry: ProviderRegistry, provider: str, *, timeout: fl
 
 
 async def check_provider(registry: ProviderRegistry, health: ProviderHealth, provider: str, *, timeout: float,
-                         describe: Callable[[BaseException], str]) -> str | None:
-    """"Check now": None when `provider` completed a 1-token request, else a short redacted reason (recorded)."""
-    result = await try_provider(registry, provider, timeout=timeout, describe=describe)
+                         describe: Callable[[BaseException, str], str]) -> str | None:
+    """"Check now": None when `provider` completed a 1-token request, else a short redacted reason (recorded).
+
+    A provider whose streams were cut is checked with a stream: a short call proves nothing about those."""
+    record = (await health.read()).failure(provider)
+    result = await try_provider(registry, provider, timeout=timeout, describe=describe,
+                                streamed=record is not None and record.kind == FailureKind.STREAM_CUT.value)
     if result.verdict is None:
         await health.mark_healthy(provider, why="check")
         return None

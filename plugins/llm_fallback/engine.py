@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
@@ -135,9 +136,16 @@ class LLMProviderFallback:
     def redact(self, text: str) -> str:
         return redact(text, self.providers.secrets)
 
-    def describe(self, error: BaseException) -> str:
-        """A short description of an attempt's error, with this engine's secrets redacted."""
-        return describe(error, secrets=self.providers.secrets)
+    def describe(self, error: BaseException, provider: str | None = None) -> str:
+        """A short description of an attempt's error, with this engine's secrets redacted.
+
+        A provider that cannot be reached is named by its address and the setting to check."""
+        text = describe(error, secrets=self.providers.secrets)
+        if provider is not None and classify(error).kind in (FailureKind.CONNECTION, FailureKind.TIMEOUT):
+            where = urlsplit(self.providers.specs[provider].base_url).netloc
+            hint = self.providers.address_setting(provider)
+            text += f" ({where}{f', {hint}' if hint else ''})"
+        return text
 
     # -- one request
 
@@ -160,22 +168,28 @@ class LLMProviderFallback:
         return plan
 
     def attempt(self, plan: Plan, target: Target, settings: ModelSettings | None, *, streamed: bool) -> ProviderAttempt:
+        spec = self.providers.specs[target.provider]
         return ProviderAttempt(plan, target, self.providers.model(target.provider, target.model), settings,
                                streamed=streamed, loop_lag=self.loop_lag, describe=self.describe,
-                               connect_timeout=self.providers.specs[target.provider].connect_timeout)
+                               connect_timeout=spec.connect_timeout, generation_timeout=spec.timeout)
 
-    async def report_all_failed(self, attempts: Sequence[FailedAttempt], *,
-                                context: str | None = None) -> AllProvidersFailedError:
+    async def report_all_failed(self, attempts: Sequence[FailedAttempt], *, context: str | None = None,
+                                quiet: bool = False) -> AllProvidersFailedError:
         """Log and announce that no provider could answer; the error to raise.
 
         The model calls it when a plan is exhausted; a caller that restarts replies itself (a
         stream cut on every provider) calls it when it gives up, so admins hear of it the same way.
+        `quiet`: a background call (a thread name) nobody waits for: one INFO line, no announcement,
+        so one user message that meets an outage counts once.
         """
         attempts = list(attempts)
         where = f" [{context}]" if context else ""
-        logger.error("❌ All LLM providers failed!%s %s", where,
-                     "; ".join(map(str, attempts)) or "no provider configured")
-        await self.events.publish(HealthEvent("all_failed", attempts=tuple(attempts)))
+        tried = "; ".join(map(str, attempts)) or "no provider configured"
+        if quiet:
+            logger.info("No LLM provider could answer%s (a background call): %s", where, tried)
+        else:
+            logger.error("❌ All LLM providers failed!%s %s", where, tried)
+            await self.events.publish(HealthEvent("all_failed", attempts=tuple(attempts)))
         return AllProvidersFailedError(attempts)
 
     # -- the seed's management API
@@ -198,7 +212,7 @@ class LLMProviderFallback:
         verdict = classify(error)
         kind = verdict.kind if verdict.blame is Blame.COOLDOWN else FailureKind.UNKNOWN
         suffix = f" [{context}]" if context else ""
-        await self.health.failed(None, provider, kind.value, self.describe(error) + suffix,
+        await self.health.failed(None, provider, kind.value, self.describe(error, provider) + suffix,
                                  retry_after=verdict.retry_after)
 
     async def report_provider_success(self, provider: str, context: str | None = None) -> None:

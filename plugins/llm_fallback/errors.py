@@ -9,6 +9,7 @@ the table down over real HTTP.
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -129,8 +130,8 @@ def _verdict(error: BaseException, after_first_event: bool) -> Verdict:
         return Verdict(FailureKind.CONTEXT_WINDOW, fall_back=True, blame=Blame.NONE)
     if (overflow := stated_overflow(error)) is not None:  # not an outage: less history, then a larger window
         return Verdict(FailureKind.CONTEXT_WINDOW, fall_back=True, blame=Blame.NONE, overflow=overflow)
-    if isinstance(error, ModelRequestRejectedError):
-        return Verdict(FailureKind.REQUEST, fall_back=False, blame=Blame.NONE)
+    if isinstance(error, ModelRequestRejectedError):  # maybe only this provider's (a model without tools)
+        return Verdict(FailureKind.REQUEST, fall_back=True, blame=Blame.NONE)
     if isinstance(error, EmptyReply | ModelEmptyResponseError):
         return Verdict(FailureKind.EMPTY, fall_back=True, blame=Blame.STRIKE)
     if isinstance(error, TIMEOUTS):
@@ -144,7 +145,7 @@ def _verdict(error: BaseException, after_first_event: bool) -> Verdict:
             return Verdict(FailureKind.TIMEOUT, fall_back=True, blame=Blame.COOLDOWN)
         if error.status_code in RETRYABLE_STATUS or error.status_code >= 500:
             return Verdict(FailureKind.SERVER, fall_back=True, blame=Blame.COOLDOWN)
-        return Verdict(FailureKind.REQUEST, fall_back=False, blame=Blame.NONE)
+        return Verdict(FailureKind.REQUEST, fall_back=True, blame=Blame.NONE)
     if isinstance(error, ModelAPIError):
         # Uncategorised provider errors; pydantic-ai reports an undecodable body this way.
         kind = FailureKind.MALFORMED if "decode" in str(error).lower() else FailureKind.SERVER
@@ -204,11 +205,27 @@ def _http_detail(error: ModelHTTPError) -> str:
 
 
 def _message(error: BaseException) -> str:
-    message = getattr(error, "message", None) or str(error) or type(error).__name__
-    cause = error.__cause__
-    if isinstance(error, ModelConnectionError) and cause is not None and str(cause):
-        message = f"{message} ({type(cause).__name__}: {cause})"
-    return str(message)
+    if isinstance(error, ModelConnectionError) and (reason := _network_reason(error)):
+        return reason
+    return str(getattr(error, "message", None) or str(error) or type(error).__name__)
+
+
+_NETWORK_REASONS = ((ConnectionRefusedError, "Connection refused"), (ConnectionResetError, "Connection reset"),
+                    (socket.gaierror, "Host not found"), (TimeoutError, "Connection timed out"))
+
+
+def _network_reason(error: BaseException) -> str | None:
+    """What the network said, from the root of the exception chain ("Connection refused"), if it says."""
+    seen: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None and cause not in seen:
+        seen.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    root = seen[-1]
+    for kind, reason in _NETWORK_REASONS:
+        if isinstance(root, kind):
+            return reason
+    return f"{getattr(error, 'message', None) or error} ({type(root).__name__}: {root})" if root is not error else None
 
 
 # --- the error a caller sees when nothing worked ---------------------------------------------

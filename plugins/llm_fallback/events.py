@@ -24,10 +24,12 @@ class HealthEvent:
     - `recovered`: `provider` served again after a cooldown (or a probe or "check now" proved it works);
     - `all_failed`: one request found no provider that could answer (`attempts` lists them);
     - `standby_failed`: a readiness check of `provider`, idle while `serving` answers, failed
-      (`error`; `setting` is what an operator would fix); `standby_ready`: it passes again.
+      (`error`; `setting` is what an operator would fix); `standby_ready`: it passes again;
+    - `rejects_requests`: `provider` refused the same request error several times in a row while
+      others answered: its configuration, not an outage (no cooldown).
     """
 
-    kind: Literal["down", "recovered", "all_failed", "standby_failed", "standby_ready"]
+    kind: Literal["down", "recovered", "all_failed", "standby_failed", "standby_ready", "rejects_requests"]
     provider: str | None = None
     error: str | None = None
     cooldown: float | None = None

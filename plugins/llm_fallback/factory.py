@@ -35,6 +35,12 @@ class ModelFactory:
         context: str | None = None,
         model_settings: ModelSettings | None = None,
         force_provider: str | None = None,
+        *,
+        background: bool = False,
     ) -> LLMFallbackModel:
-        """A model that falls back between providers; `force_provider` pins one (no other provider is tried)."""
-        return LLMFallbackModel(self.fallback, pinned=force_provider, settings=model_settings, context=context)
+        """A model that falls back between providers; `force_provider` pins one (no other provider is tried).
+
+        `background`: its calls are not what a user waits for (a thread name): an outage they meet is
+        logged at INFO and not announced (the user's own request announces it)."""
+        return LLMFallbackModel(self.fallback, pinned=force_provider, settings=model_settings, context=context,
+                                background=background)

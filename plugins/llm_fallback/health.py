@@ -54,6 +54,8 @@ from .transitions import Cleared, CooledDown, Recovered
 logger = logging.getLogger("llm_fallback")
 
 LAST_OK_REFRESH = 60.0
+REJECTIONS_TO_TELL = 3
+"""The same refusal of a request this many times in a row (no success between) is a misconfiguration."""
 """A provider's last success is written at most this often (status reads it as evidence)."""
 
 
@@ -74,6 +76,7 @@ class ProviderHealth:
         grace = max(self._lease_seconds.values(), default=0.0) + timings.recovery_interval
         self._keys = StateKeys({name: tuple(models) for name, models in providers.items()}, probe_grace=grace)
         self._strikes = Strikes(timings.failure_cooldown)
+        self._rejections: dict[str, tuple[str, int]] = {}
         self._logged_preferred: str | None = None
 
     @property
@@ -133,6 +136,7 @@ class ProviderHealth:
         `served`: False for a probe (it answered, but served nobody: `preferred` stays).
         """
         transition = None
+        self._rejections.pop(provider, None)
         seen = snapshot.failure(provider)
         # Clear the failure we saw; a newer one (another request failing since) stays.
         if seen is not None and (streamed or seen.kind != "stream_cut") and \
@@ -215,6 +219,21 @@ class ProviderHealth:
             logger.info("Provider %s gave an unusable reply: %d of %d before a cooldown", provider, count,
                         STRIKES_TO_COOL)
         return count >= STRIKES_TO_COOL
+
+    async def rejected(self, provider: str, kind: str, error: str) -> None:
+        """`provider` refused a request as bad (a 400 the others may not give): no cooldown, but the status
+        shows it, and the same refusal `REJECTIONS_TO_TELL` times in a row, no success between, is a
+        misconfiguration admins hear of (once: the alert is deduplicated like the others)."""
+        error = self._redact(error)
+        now = self.clock()
+        await self.store.set(last_error_key(provider), FailureRecord(now, now, kind, error, 1).dump(), FAILURE_MEMORY)
+        same, count = self._rejections.get(provider, ("", 0))
+        count = count + 1 if same == error else 1
+        self._rejections[provider] = (error, count)
+        if count == REJECTIONS_TO_TELL:
+            logger.error("❌ Provider %s refuses every request: %s; they go to the next provider meanwhile "
+                         "(its configuration? e.g. a model without tool support)", provider, error)
+            await self.events.publish(HealthEvent("rejects_requests", provider, error=error))
 
     async def mark_healthy(self, provider: str, *, why: str | None = None) -> Recovered | None:
         """End any failure episode of `provider` whatever was seen (a check or an admin says it works)."""

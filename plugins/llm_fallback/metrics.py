@@ -15,6 +15,8 @@ in the `CollectorRegistry` you pass (one per app), never in prometheus-client's 
 | `llm_all_failed_total` | — | `HealthEvent("all_failed")` |
 | `llm_provider_state` | provider, state=`healthy`/`unknown`/`cooling`/`half_open`/`forced` | `refresh()` |
 | `llm_cooldown_seconds_remaining` | provider | `refresh()` |
+| `llm_recovery_probes_total` | provider, outcome (`ok` or a failure kind) | `ProbeEvent("recovery")` |
+| `llm_standby_ready` | provider: 1 ready, 0 failed its last readiness check, -1 not checked | `refresh()` |
 
 `forced` is set beside the provider's health state (a forced provider may be cooling too).
 """
@@ -24,7 +26,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .engine import LLMProviderFallback
-from .events import AttemptEvent, ContextRefitEvent, Event, FallbackEvent, HealthEvent, HedgeEvent
+from .events import AttemptEvent, ContextRefitEvent, Event, FallbackEvent, HealthEvent, HedgeEvent, ProbeEvent
 
 STATES = ("healthy", "unknown", "cooling", "half_open", "forced")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -55,7 +57,12 @@ class FallbackMetrics:
                                     ["provider", "state"], registry=r)
         self.cooldown_left = Gauge("llm_cooldown_seconds_remaining", "Seconds until a provider's cooldown ends",
                                    ["provider"], registry=r)
+        self.recovery_probes = Counter("llm_recovery_probes", "Background recovery probes of cooling providers, "
+                                       "by outcome (ok or a failure kind)", ["provider", "outcome"], registry=r)
+        self.standby_ready = Gauge("llm_standby_ready", "1: the provider passed its last readiness check as a "
+                                   "standby; 0: it failed it; -1: not checked", ["provider"], registry=r)
         for provider in fallback.order:  # every series exists from the first scrape
+            self.standby_ready.labels(provider).set(-1)
             self.cooldown_left.labels(provider)
             self.context_refits.labels(provider)
             for state in STATES:
@@ -78,6 +85,8 @@ class FallbackMetrics:
                 self.context_refits.labels(event.provider).inc()
             case HealthEvent(kind="all_failed"):
                 self.all_failed.inc()
+            case ProbeEvent(purpose="recovery"):
+                self.recovery_probes.labels(event.provider, event.outcome).inc()
 
     async def refresh(self) -> None:
         """Read the shared state (one store round trip) into `llm_provider_state` and the cooldown gauge."""
@@ -87,3 +96,4 @@ class FallbackMetrics:
                 on = provider.name == status.forced_provider if state == "forced" else provider.state == state
                 self.provider_state.labels(provider.name, state).set(1 if on else 0)
             self.cooldown_left.labels(provider.name).set(provider.cooldown_seconds_left)
+            self.standby_ready.labels(provider.name).set(-1 if provider.ready is None else int(provider.ready))

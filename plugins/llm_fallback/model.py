@@ -12,14 +12,17 @@ from `__init__`, all methods are private or match those of the base class.
 
 `pinned` (the factory's `force_provider=`): that provider only, no fallback; different from a
 provider forced by an admin (`/llm_force`), which goes first with the others behind it.
+`background`: a call nobody waits for (a thread name): when no provider can answer it, that is
+logged at INFO and not announced; the user's own request announces the outage once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from pydantic_ai.messages import (
@@ -36,18 +39,31 @@ from pydantic_ai.settings import ModelSettings
 
 from .attempt import ProviderAttempt, answered_by
 from .engine import LLMProviderFallback
-from .errors import AllProvidersFailedError, FailureKind, PromptTooLongError
+from .errors import FailureKind, PromptTooLongError
 from .plan import Plan, Target
 
 logger = logging.getLogger("llm_fallback")
 T = TypeVar("T")
+
+_AVOIDED: ContextVar[frozenset[str]] = ContextVar("llm_fallback_avoided", default=frozenset())
+
+
+@contextmanager
+def avoiding(*providers: str) -> Iterator[None]:
+    """Requests made inside go to `providers` only after every other one (a reply restarted after
+    its stream broke off on them must not start on the same provider again)."""
+    token = _AVOIDED.set(_AVOIDED.get() | frozenset(providers))
+    try:
+        yield
+    finally:
+        _AVOIDED.reset(token)
 
 
 class LLMFallbackModel(FallbackModel):
     """A pydantic-ai `Model` that falls back between providers with shared, remembered health."""
 
     def __init__(self, engine: LLMProviderFallback, *, pinned: str | None = None,
-                 settings: ModelSettings | None = None, context: str | None = None):
+                 settings: ModelSettings | None = None, context: str | None = None, background: bool = False):
         if pinned is not None:
             engine.providers.spec(pinned)
         models = [m for p in ([pinned] if pinned else engine.configured) for m in engine.providers.model_list(p)]
@@ -57,6 +73,7 @@ class LLMFallbackModel(FallbackModel):
         self.engine = engine
         self.pinned = pinned
         self.context = context
+        self.background = background
         self._settings = settings
 
     @property
@@ -71,7 +88,19 @@ class LLMFallbackModel(FallbackModel):
         rejected = _rejected_providers(messages)
         if rejected and self.pinned is None:
             await plan.rejected_output(rejected[0])
+        plan.avoid(_AVOIDED.get())
         return plan
+
+    async def _exhausted(self, plan: Plan) -> BaseException:
+        """The error when no attempt of `plan` answered: the request's own if every provider refused it;
+        `PromptTooLongError` if it is too long for the windows of those that would take it (no outage)."""
+        kinds = {f.kind for f in plan.failures}
+        if FailureKind.CONTEXT_WINDOW in kinds and kinds <= {FailureKind.CONTEXT_WINDOW, FailureKind.REQUEST}:
+            error = PromptTooLongError(plan.failures)
+            logger.info("📏 %s", error)
+            return error
+        return plan.rejected_everywhere() or await self.engine.report_all_failed(
+            plan.failures, context=self.context, quiet=self.background)
 
     async def request(
         self,
@@ -117,7 +146,7 @@ class LLMFallbackModel(FallbackModel):
                 if await attempt.stream_ended(stream, None) and \
                         {attempt.provider, *_rejected_providers(messages)} >= set(plan.order):
                     # The agent would ask again, but every provider already gave it nothing it could use.
-                    raise await self.engine.report_all_failed(plan.failures, context=self.context)
+                    raise await self._exhausted(plan)
             finally:
                 await attempt.close()
                 await plan.close()
@@ -129,7 +158,7 @@ class LLMFallbackModel(FallbackModel):
             answer = await self.engine.hedging.race(plan, start, run)
             if answer is not None:
                 return answer
-            raise await self._nothing_answered(plan)
+            raise await self._exhausted(plan)
         while (target := await plan.next_target()) is not None:
             attempt = start(target)
             try:
@@ -140,15 +169,7 @@ class LLMFallbackModel(FallbackModel):
             except Exception as error:
                 if not (await attempt.failed(error)).fall_back:
                     raise
-        raise await self._nothing_answered(plan)
-
-    async def _nothing_answered(self, plan: Plan) -> AllProvidersFailedError:
-        """The error when the plan ran out. A prompt too long for every window is no outage: no alert."""
-        if plan.failures and all(f.kind is FailureKind.CONTEXT_WINDOW for f in plan.failures):
-            error = PromptTooLongError(plan.failures)
-            logger.info("📏 %s", error)
-            return error
-        return await self.engine.report_all_failed(plan.failures, context=self.context)
+        raise await self._exhausted(plan)
 
 
 MODEL_FAULTS = frozenset({"validation_error", "unknown_tool", "no_output"})

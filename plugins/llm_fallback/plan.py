@@ -53,7 +53,7 @@ class Plan:
     """The attempt order for one request; hands out targets and takes their outcomes (once each)."""
 
     def __init__(self, health: ProviderHealth, events: EventBus, snapshot: Snapshot, candidates: list[Candidate],
-                 *, models: Mapping[str, Sequence[str]], describe: Callable[[BaseException], str]):
+                 *, models: Mapping[str, Sequence[str]], describe: Callable[[BaseException, str], str]):
         self.health = health
         self.events = events
         self.snapshot = snapshot
@@ -67,6 +67,7 @@ class Plan:
         self._deferred: list[Candidate] = []
         self._failed_providers: list[str] = []
         self._provider_leases: dict[str, Lease] = {}
+        self._rejections: list[BaseException] = []
 
     @property
     def order(self) -> list[str]:
@@ -105,6 +106,23 @@ class Plan:
             self._current = candidate
             self._models = deque(candidate.models)
 
+    def rejected_everywhere(self) -> BaseException | None:
+        """The request's own error when every provider tried refused it as a bad request: it is the
+        request that is wrong, not a provider; the caller gets that error, not "all failed"."""
+        if self._rejections and all(f.kind is FailureKind.REQUEST for f in self.failures):
+            return self._rejections[0]
+        return None
+
+    def avoid(self, providers: frozenset[str]) -> None:
+        """Try `providers` only after every other (their streams of this reply broke off)."""
+        for provider in providers:
+            self._demote(provider)
+
+    def _demote(self, provider: str) -> None:
+        if any(c.provider == provider for c in self._queue) and len(self._queue) > 1:
+            kept = [c for c in self._queue if c.provider != provider]
+            self._queue = deque(kept + [Candidate(provider, tuple(self._all_models[provider]), Why.LAST_RESORT)])
+
     def peek_next(self) -> Candidate | None:
         """The next other provider a target would come from, without taking anything (for hedging)."""
         if self._queue:
@@ -122,9 +140,7 @@ class Plan:
         """The agent could not use `provider`'s last reply (it asks again): strike it, ask another first."""
         if provider not in self._all_models:
             return
-        if any(c.provider == provider for c in self._queue) and len(self._queue) > 1:
-            kept = [c for c in self._queue if c.provider != provider]
-            self._queue = deque(kept + [Candidate(provider, tuple(self._all_models[provider]), Why.LAST_RESORT)])
+        self._demote(provider)
         logger.info("Provider %s replied with output the agent could not use; asking another provider", provider)
         if self.health.strike(provider):
             await self.health.failed(None, provider, FailureKind.MALFORMED.value, "replies the agent could not use")
@@ -144,11 +160,11 @@ class Plan:
         """Classify and apply one attempt's failure; returns what the request does next."""
         after_first_event = timing.streamed and timing.first_event is not None
         verdict = classify(error, after_first_event=after_first_event, lag_excused=lag_excused)
-        description = self._describe(error)
+        description = self._describe(error, target.provider)
         if verdict.excused:
             logger.warning("⏱️ %s/%s timed out while this process's event loop lagged: falling back, no cooldown",
                            target.provider, target.model)
-        blamed = await self._apply(target, verdict, description)
+        blamed = await self._apply(target, verdict, description, error)
         if verdict.fall_back or verdict.kind is FailureKind.STREAM_CUT:
             limit = error.limit_chars if isinstance(error, PromptTooLong) else None
             self.failures.append(FailedAttempt(target.provider, target.model, verdict.kind, description, limit))
@@ -188,7 +204,7 @@ class Plan:
 
     # -- internals
 
-    async def _apply(self, target: Target, verdict: Verdict, description: str) -> bool:
+    async def _apply(self, target: Target, verdict: Verdict, description: str, error: BaseException) -> bool:
         """What the verdict costs the provider; True when it was blamed (a cooldown or a strike out).
 
         A new cooldown is written before the probe lease is given back: the next lease holder
@@ -196,6 +212,9 @@ class Plan:
         blame = verdict.blame
         if verdict.kind in ANSWERED:
             await self.health.answered(self.snapshot, target.provider)
+        if verdict.kind is FailureKind.REQUEST:
+            self._rejections.append(error)
+            await self.health.rejected(target.provider, verdict.kind.value, description)
         if blame is Blame.STRIKE:
             blame = Blame.COOLDOWN if self.health.strike(target.provider) else Blame.NONE
         if blame is not Blame.NONE:

@@ -42,10 +42,12 @@ logger = logging.getLogger(__name__)
 ProviderKind = Literal["ollama", "openai"]
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 DEFAULT_SETTING_HINTS = {"openai": "OPENAI_API_KEY", "ollama": "OLLAMA_URL"}
+"""The settings of the two built-in providers, for specs that name none (`ProviderSpec.setting_hint`)."""
+DEFAULT_ADDRESS_SETTINGS = {"openai": "OPENAI_BASE_URL", "ollama": "OLLAMA_URL"}
+"""Where the two built-in providers' addresses are set (named when one cannot be reached)."""
 OLLAMA_CONTEXT_WINDOW = 4096
 """Tokens Ollama gives a model unless told otherwise (its `num_ctx`; current versions' default, set on the
 server by `OLLAMA_CONTEXT_LENGTH` or per model): its OpenAI-compatible API takes no per-request `num_ctx`."""
-"""The settings of the two built-in providers, for specs that name none (`ProviderSpec.setting_hint`)."""
 
 
 def ollama_api_url(url: str) -> str:
@@ -70,8 +72,10 @@ class ProviderSpec:
     configured: bool = True
     """False when a required setting (an API key) is missing: shown in status, never tried."""
     setting_hint: str | None = None
-    """The setting an operator fixes when this provider refuses our credentials or can't be reached
+    """The setting an operator fixes when this provider refuses our credentials or is not configured
     (e.g. `OPENAI_API_KEY`); named in logs, alerts and `/llm_force`'s refusals."""
+    address_setting: str | None = None
+    """The setting of its address (e.g. `OLLAMA_URL`), named when it cannot be reached."""
     context_windows: Mapping[str, int] = field(default_factory=dict, compare=False)
     """Tokens (prompt and answer together) the server gives each model, by model name; `"*"`: every model."""
 
@@ -179,6 +183,10 @@ class ProviderRegistry:
     def setting_hints(self) -> dict[str, str]:
         hints = {name: spec.setting_hint or DEFAULT_SETTING_HINTS.get(name) for name, spec in self.specs.items()}
         return {name: hint for name, hint in hints.items() if hint}
+
+    def address_setting(self, provider: str) -> str | None:
+        spec = self.specs[provider]
+        return spec.address_setting or DEFAULT_ADDRESS_SETTINGS.get(provider) or spec.setting_hint
 
     def spec(self, provider: str) -> ProviderSpec:
         spec = self.specs.get(provider)

@@ -41,8 +41,10 @@ def setup_llm_fallback(
     async def on_startup(bot: Bot) -> None:
         alerts.append(AdminAlerts(bot, fallback, admin_ids, locale=alert_locale))
         fallback.add_listener(alerts[-1])
+        fallback.background.start()
 
     async def on_shutdown() -> None:
+        await fallback.background.stop()
         await middleware.drain(shutdown_grace)
         for alert in alerts:
             await alert.drain()

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
@@ -97,6 +97,15 @@ class FallbackStatus:
         }
 
 
+def _cooldown_left(snapshot: Snapshot, provider: str, models: Sequence[str]) -> int:
+    """Until the provider (or, when all its models are missing, the first of them) is tried again."""
+    record = snapshot.failure(provider)
+    if record is not None and record.until > snapshot.now:
+        return round(record.until - snapshot.now)
+    ends = [r.until for m in models if (r := snapshot.failure(provider, m)) is not None and r.until > snapshot.now]
+    return round(min(ends) - snapshot.now) if ends else 0
+
+
 def _state(configured: bool, health: Health, evidence: bool) -> ProviderState:
     if not configured:
         return ProviderState.NOT_CONFIGURED
@@ -117,6 +126,8 @@ def build_status(registry: ProviderRegistry, snapshot: Snapshot, last_errors: Ma
         last = last_errors.get(name)
         ready = readiness.get(name)
         health = snapshot.health(name)
+        if spec.models and all(snapshot.cooling(name, m) for m in spec.models):
+            health = Health.COOLING  # none of its models exists there: it cannot answer
         cooling = health is Health.COOLING
         schedule = snapshot.recoveries.get(name) if record else None
         providers.append(ProviderStatus(
@@ -124,7 +135,7 @@ def build_status(registry: ProviderRegistry, snapshot: Snapshot, last_errors: Ma
             state=_state(spec.configured, health, snapshot.last_ok.get(name) is not None or last is not None),
             configured=spec.configured,
             models=list(spec.models),
-            cooldown_seconds_left=round(record.until - now) if record and cooling else 0,
+            cooldown_seconds_left=_cooldown_left(snapshot, name, spec.models) if cooling else 0,
             cooldown_multiplier=record.ejections if record else 0,
             failures=record.count if record else 0,
             last_error=last.error if last else None,

@@ -42,9 +42,12 @@ def bot_env(fake: FakeTelegram, primary: _Provider | None = None, fallback: _Pro
             redis_url: str | None = None, admin: int | None = None, openai_key: str | None = None,
             **settings: Any) -> dict[str, str]:
     """The bot's environment: no Settings field leaks in from this process; `primary` is "ollama" (model
-    m1), `fallback` is "openai" (model g1, key `openai_key`); `settings` are any further bot settings."""
+    m1), `fallback` is "openai" (model g1, key `openai_key`); `settings` are any further bot settings.
+
+    Readiness checks of the standby are off unless a test sets `LLM_STANDBY_CHECK_INTERVAL`: a check
+    30 s after start-up would add a request (and maybe an alert) to whatever a test is counting."""
     env = {k: v for k, v in os.environ.items() if k not in Settings.model_fields}
-    env.update(BOT_TOKEN=fake.token, TELEGRAM_API_URL=fake.url, PYTHONUNBUFFERED="1")
+    env.update(BOT_TOKEN=fake.token, TELEGRAM_API_URL=fake.url, PYTHONUNBUFFERED="1", LLM_STANDBY_CHECK_INTERVAL="0")
     if admin is not None:
         env["ADMIN_IDS"] = str(admin)
     if redis_url is not None:
@@ -140,6 +143,11 @@ class BotProcess:
                 pass
         self.process.kill()
         await self.process.wait()
+
+
+def log_tails(bots: Sequence[BotProcess], name: str = "bot", chars: int = 2500) -> str:
+    """The log tails of several bot processes, each under a header (an assertion message)."""
+    return "\n".join(f"--- {name} {i} log (tail) ---\n{bot.log_tail(chars)}" for i, bot in enumerate(bots))
 
 
 def sent(chat_id: int, check: Callable[[str], bool]) -> Callable[[Call], bool]:

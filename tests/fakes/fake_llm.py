@@ -228,7 +228,12 @@ class FakeLLM:
         self.context_window: int | None = None
         self.overflow = "openai"
         self.truncated = 0
+        self.finish_reason = "stop"
+        """How a text answer ends: "stop", or "length" (cut at max_tokens), "content_filter" (stopped by a filter)."""
         self.requests: list[dict[str, Any]] = []
+        self.hold_request: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None
+        """Called with each chat request's body before it is answered; awaited if it returns an awaitable
+        (a test holds back one kind of request, e.g. thread names, while the others go on)."""
         self.in_flight = 0
         self.max_in_flight = 0
         self.port = 0
@@ -406,6 +411,8 @@ class FakeLLM:
     async def _chat_completion(self, request: web.Request) -> web.StreamResponse:
         body = await self._read_body(request)
         self.requests.append(body)
+        if self.hold_request is not None and (held := self.hold_request(body)) is not None:
+            await held
         mode = self.mode
         model = str(body.get("model", self.name))
         stream = bool(body.get("stream"))
@@ -507,7 +514,7 @@ class FakeLLM:
     def _completion(self, body: dict[str, Any], model: str, *, empty: bool = False) -> dict[str, Any]:
         """A non-streaming ``chat.completion`` object (``empty``: no content, no tool calls)."""
         message: dict[str, Any] = {"role": "assistant", "content": "" if empty else self.reply}
-        finish_reason = "stop"
+        finish_reason = self.finish_reason
         tool = None if empty else self._structured_tool(body)
         if tool is not None:
             message = {"role": "assistant", "content": None, "tool_calls": [self._tool_call(tool, self.reply)]}
@@ -584,7 +591,7 @@ class FakeLLM:
         elif tool is None:
             chunks = [chunk({"role": "assistant", "content": ""})]
             chunks += [chunk({"content": piece}) for piece in split_text(self.reply)]
-            chunks.append(chunk({}, "stop"))
+            chunks.append(chunk({}, self.finish_reason))
         else:
             call = self._tool_call(tool, "")
             chunks = [chunk({"role": "assistant", "content": None, "tool_calls": [{"index": 0, **call}]})]

@@ -44,6 +44,8 @@ Behaviour worth knowing:
   (a server without drafts: ``refuse("sendMessageDraft")``; ``body=`` answers
   with that raw, non-Bot-API body instead, like a proxy's HTML error page);
   ``fail_next`` is for one-off faults such as a 429.
+* ``flood_control=FloodControl()`` (``tests/fakes/flood_control.py``) answers message calls
+  beyond Telegram-like rates with 429 and ``retry_after``; off by default.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.flood_control import FloodControl
 
 __all__ = ["NOT_MODIFIED", "ApiError", "Call", "FakeTelegram", "parse_html"]
 
@@ -532,12 +536,14 @@ class FakeTelegram:
         *,
         bot_first_name: str = "Luka Test Bot",
         strict_chats: bool = True,
+        flood_control: FloodControl | None = None,
     ) -> None:
         self.token = token
         self.bot_id = bot_id
         self.bot_username = bot_username
         self.bot_first_name = bot_first_name
         self.strict_chats = strict_chats
+        self.flood_control = flood_control
         self.port: int | None = None
         self.calls: list[Call] = []
         self.chat_members: dict[tuple[int, int], str | JSON] = {}
@@ -860,6 +866,8 @@ class FakeTelegram:
             if request.match_info["token"] != self.token:
                 raise ApiError(401, "Unauthorized")
             self._raise_scripted_fault(method)
+            if self.flood_control is not None and (wait := self.flood_control.check(method, call.params)):
+                raise ApiError(429, f"Too Many Requests: retry after {wait}", retry_after=wait)
             call.result = await self._dispatch(method, call.params)
             body, status = {"ok": True, "result": call.result}, 200
         except ApiError as error:

@@ -3,7 +3,7 @@
 One module per area, combined into `Settings` (settings.py):
 
 - telegram.py: BOT_TOKEN, ADMIN_IDS, TELEGRAM_API_URL, DEFAULT_LANGUAGE, WEBHOOK_*;
-- bot.py: how the process runs: LOG_LEVEL, METRICS_*, BOT_MAX_CONCURRENT_UPDATES, conversations,
+- bot.py: how the process runs: LOG_LEVEL, METRICS_*, BOT_MAX_CONCURRENT_UPDATES, INBOX_*, conversations,
   streamed replies;
 - redis.py: REDIS_*;
 - providers.py: the providers themselves: AVAILABLE_PROVIDERS (order and default models),

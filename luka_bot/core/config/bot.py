@@ -1,5 +1,5 @@
-"""How the bot process runs: logs, metrics, how many updates at once, conversations, streamed replies,
-formatting."""
+"""How the bot process runs: logs, metrics, how many updates at once, the durable inbox, conversations,
+streamed replies, formatting."""
 
 from __future__ import annotations
 
@@ -17,9 +17,15 @@ class BotSettings(BaseModel):
     METRICS_PORT: int | None = Field(None, gt=0, lt=65536)
     METRICS_HOST: str = "0.0.0.0"
 
-    # Updates handled at once (polling: aiogram's tasks_concurrency_limit; webhook: a semaphore); 0 = no bound.
+    # Updates handled at once (the inbox's middleware, after a chat's turn; polling and webhook); 0 = no bound.
     # A busy bot queues work instead of blaming providers for its own lag (docs/performance.md, "Load burst").
     BOT_MAX_CONCURRENT_UPDATES: int = Field(64, ge=0)
+
+    # Durable inbox (docs/operations.md): another process takes over a message its process left unrefreshed
+    # this long (a live process refreshes every quarter of it, however long a reply takes).
+    INBOX_ORPHAN_AFTER: float = Field(30.0, ge=1, le=3600)
+    # An answer sent this many seconds or more after its question quotes the question (0: never).
+    LATE_ANSWER_QUOTE_AFTER: float = Field(60.0, ge=0)
 
     # Conversations
     HISTORY_MAX_MESSAGES: int = Field(20, ge=2, le=200)

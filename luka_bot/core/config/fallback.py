@@ -18,6 +18,11 @@ class FallbackSettings(BaseModel):
     # LLM requests in flight per process (0 = no bound); queueing for a slot never counts against provider
     # timeouts, so a busy process does not blame providers for its own lag.
     LLM_MAX_CONCURRENT_REQUESTS: int = Field(64, ge=0)
+    # Seconds between background recovery probes of a cooling provider (one 1-token completion each, one
+    # process per cluster; 0 = off: the first request after the cooldown probes it). See docs/performance.md.
+    LLM_RECOVERY_PROBE_INTERVAL: float = Field(5.0, ge=0)
+    # Seconds between readiness checks of each provider that is not serving (a standby), 0 = off.
+    LLM_STANDBY_CHECK_INTERVAL: float = Field(3600.0, ge=0)
 
     @field_validator("LLM_HEDGE_DELAY")
     @classmethod

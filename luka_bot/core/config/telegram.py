@@ -26,6 +26,13 @@ class TelegramSettings(BaseModel):
     WEBHOOK_HOST: str = "0.0.0.0"
     WEBHOOK_PORT: int = Field(8080, gt=0, lt=65536)
     WEBHOOK_SECRET: SecretStr | None = None
+    # Telegram's flood limits: one send budget per bot (docs/operations.md, "Flood control")
+    TELEGRAM_SENDS_PER_SECOND: float = Field(30.0, gt=0, le=1000)  # the whole bot, every chat
+    TELEGRAM_SENDS_BURST: int = Field(20, ge=1, le=1000)  # below ~30: slack for requests that arrive early
+    TELEGRAM_CHAT_SENDS_PER_SECOND: float = Field(1.0, gt=0, le=100)  # one chat
+    TELEGRAM_CHAT_BURST: int = Field(3, ge=1, le=100)
+    TELEGRAM_GROUP_SENDS_PER_MINUTE: float = Field(20.0, gt=0, le=6000)  # one group, on top of the chat's rate
+    TELEGRAM_SEND_DEADLINE: float = Field(300.0, ge=1, le=86400)  # an answer is retried after 429s this long
 
     @field_validator("BOT_TOKEN")
     @classmethod

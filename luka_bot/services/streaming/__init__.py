@@ -32,10 +32,10 @@ from .capabilities import FrameError, PreviewMode, StreamCapabilities, is_refusa
 from .frames import DraftFrames, EditFrames, Frames, Render
 from .generations import Generations
 from .preview import Preview
-from .reply import ReplyStopped, SideEffectsRan, background, stream_reply
+from .reply import AnswerCutOff, ReplyStopped, SideEffectsRan, background, finished, stream_reply
 from .typing_action import TypingAction
 
-__all__ = ["Generations", "PlainReply", "PreviewMode", "ReplyStopped", "ReplyStreaming", "SideEffectsRan",
+__all__ = ["AnswerCutOff", "Generations", "PlainReply", "PreviewMode", "ReplyStopped", "ReplyStreaming", "SideEffectsRan",
            "StreamCapabilities", "StreamedReply", "TypingAction"]
 
 EDIT_INTERVAL_FACTOR = 3
@@ -59,7 +59,8 @@ class PlainReply:
 
     async def generate(self, agent: Agent[Any, str], prompt: str, history: Sequence[ModelMessage], *,
                        attempts: int, has_side_effects: Callable[[str], bool]) -> str:
-        return (await agent.run(prompt, message_history=list(history))).output
+        result = await agent.run(prompt, message_history=list(history))
+        return finished(result.response, result.output)
 
     async def deliver(self, message: Message, text: str | Rendered) -> None:
         """The model's `text` (Markdown), or a text of the bot's own (`Rendered`), as messages."""

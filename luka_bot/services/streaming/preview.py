@@ -3,9 +3,10 @@
 The model's text is appended as it streams (`append`, cheap, never waits for Telegram); a
 background task sends the newest text as one frame when the interval has passed, skipping
 the frames in between (as grammY's stream plugin does). The first frame waits
-`FIRST_FRAME_DELAY` (at most one interval): a reply complete by then needs no draft. Flood control (429) pauses the
-frames for `retry_after` and the next frame carries the newest text: a draft is only a
-preview, so nothing is lost. A refused method moves the preview one mode down
+`FIRST_FRAME_DELAY` (at most one interval): a reply complete by then needs no draft. Frames are
+sent as `Priority.FRAME` (the send pacer sends them only from spare budget and skips them
+otherwise); a skip or a 429 pauses the frames for `retry_after` and the next frame carries the
+newest text: a draft is only a preview, so nothing is lost. A refused method moves the preview one mode down
 (`StreamCapabilities`). `close()` never waits for a pause: only a frame already in flight
 is awaited, so that it cannot land after the final message.
 """
@@ -19,6 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from aiogram.exceptions import ClientDecodeError, TelegramAPIError, TelegramRetryAfter
 
+from luka_bot.core.send_pacer import FrameSkipped, Priority, sending_as
 from luka_bot.services.task_cancel import cancel_and_wait
 
 from .capabilities import FrameError, describe, is_refusal
@@ -87,6 +89,10 @@ class Preview:
         return self.frames
 
     async def _pump(self) -> None:
+        with sending_as(Priority.FRAME):  # this task only sends frames
+            await self._pump_frames()
+
+    async def _pump_frames(self) -> None:
         while not self._closing and self.frames is not None:
             await self._changed.wait()
             self._changed.clear()
@@ -104,7 +110,8 @@ class Preview:
             self._shown = text
             self._next_at = self.clock() + self.interval
         except TelegramRetryAfter as error:
-            logger.info("Telegram flood control on %s frames: next frame in %ss", frames.mode, error.retry_after)
+            if not isinstance(error, FrameSkipped):  # a skip is routine under load: not worth a line
+                logger.info("Telegram flood control on %s frames: next frame in %ss", frames.mode, error.retry_after)
             self._next_at = self.clock() + error.retry_after
             self._changed.set()  # then show the newest text
         except (TelegramAPIError, ClientDecodeError) as error:

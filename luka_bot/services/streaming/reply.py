@@ -18,10 +18,10 @@ from typing import Any
 
 from pydantic_ai import Agent, CancellationToken, RunContext
 from pydantic_ai.exceptions import RunCancelled
-from pydantic_ai.messages import AgentStreamEvent, FunctionToolCallEvent, ModelMessage
+from pydantic_ai.messages import AgentStreamEvent, FunctionToolCallEvent, ModelMessage, ModelResponse
 
 from luka_bot.services.task_cancel import cancel_and_wait
-from plugins.llm_fallback import LLMFallbackModel, StreamCutError
+from plugins.llm_fallback import LLMFallbackModel, StreamCutError, avoiding
 
 from .preview import Preview
 
@@ -42,6 +42,21 @@ class SideEffectsRan(RuntimeError):
     """A stream broke off after a tool with side effects ran: the reply is not restarted."""
 
 
+class AnswerCutOff(Exception):
+    """The model stopped at its length limit (`finish_reason="length"`): `partial` is all there is."""
+
+    def __init__(self, partial: str):
+        super().__init__("the answer reached the model's length limit")
+        self.partial = partial
+
+
+def finished(response: ModelResponse, text: str) -> str:
+    """`text`, the whole answer; raises `AnswerCutOff` when the model stopped at its length limit."""
+    if response.finish_reason == "length":
+        raise AnswerCutOff(text)
+    return text
+
+
 async def stream_reply(agent: Agent[Any, str], prompt: str, history: Sequence[ModelMessage], preview: Preview, *,
                        token: CancellationToken | None, attempts: int,
                        has_side_effects: Callable[[str], bool]) -> str:
@@ -57,11 +72,12 @@ async def stream_reply(agent: Agent[Any, str], prompt: str, history: Sequence[Mo
         if attempt > 1:
             preview.restart()
         try:
-            async with agent.run_stream(prompt, message_history=list(history), cancellation_token=token,
-                                        event_stream_handler=watch_tools) as result:
-                async for delta in result.stream_text(delta=True, debounce_by=None):
-                    preview.append(delta)
-            return preview.text
+            with avoiding(*(cut.provider for cut in cuts)):  # a restart starts on another provider
+                async with agent.run_stream(prompt, message_history=list(history), cancellation_token=token,
+                                            event_stream_handler=watch_tools) as result:
+                    async for delta in result.stream_text(delta=True, debounce_by=None):
+                        preview.append(delta)
+            return finished(result.response, preview.text)
         except RunCancelled:
             if token is None or not token.cancelled:  # e.g. a run deadline (RunTimedOut): not the user's Stop
                 raise
