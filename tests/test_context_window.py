@@ -266,3 +266,14 @@ async def test_an_outage_and_a_too_small_window_is_an_outage(make) -> None:
     assert not isinstance(raised.value, PromptTooLongError), "the primary could answer it once it is back"
     assert [a.kind for a in raised.value.attempts] == [FailureKind.CONNECTION, FailureKind.CONTEXT_WINDOW]
     assert any(isinstance(e, HealthEvent) and e.kind == "all_failed" for e in world.events)
+
+
+async def test_too_long_for_the_one_that_would_take_it_refused_by_the_other_is_too_long(make) -> None:
+    """The primary refuses every request as a bad one (say, its model takes no tools); the fallback would
+    answer, but not a message this long: the user is told the limit, not handed the primary's 400."""
+    world = make(fallback_windows={"*": 1000})
+    world.primary.set_mode("http400")
+    with pytest.raises(PromptTooLongError) as raised:
+        await ask(world, "new " + "z" * 6000, [], stream=False)
+    assert [a.kind for a in raised.value.attempts] == [FailureKind.REQUEST, FailureKind.CONTEXT_WINDOW]
+    assert raised.value.limit_chars is not None
