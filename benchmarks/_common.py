@@ -84,9 +84,13 @@ class FakeLLMProcess:
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
 
+    def state(self) -> dict[str, Any]:
+        """The fake's settings and every request it received (``GET /__control``)."""
+        with urllib.request.urlopen(self.url + "/__control", timeout=30) as response:
+            return dict(json.loads(response.read()))
+
     def count(self) -> int:
-        with urllib.request.urlopen(self.url + "/__control", timeout=5) as response:
-            return int(json.loads(response.read())["count"])
+        return int(self.state()["count"])
 
     def stop(self) -> None:
         terminate(self.process)

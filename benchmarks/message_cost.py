@@ -31,6 +31,11 @@ With ``--stream`` (default: the bot's ``STREAMING`` setting when it has one, els
 call of ``bare``/``fallback`` streams (``Agent.run_stream`` + ``stream_text``) as the bot does.
 With ``--markdown-reply`` the providers answer a model-like Markdown answer (``tests/model_answers.py``:
 headings, lists, code, a table, a link) instead of one short line: what rendering costs.
+With ``--history N`` each message continues a thread that already holds N turns (a user message
+of ``--history-chars`` characters and its answer; written before the sample is measured): one chat
+call with that history in every arm, no thread name (the thread has one). What fitting the prompt
+to the context window costs; ``--context-window`` sets ollama's (``LLM_CONTEXT_WINDOWS``; unset:
+4096, Ollama's default).
 
     python benchmarks/message_cost.py [--messages 300] [--profile 200] [--profile-out prof.txt] [--json out.json]
 """
@@ -107,7 +112,7 @@ class FakeTelegramProcess:
 
 
 def build_settings(telegram_url: str, redis_url: str, primary: FakeLLMProcess, fallback: FakeLLMProcess,
-                   streaming: bool | None) -> Any:
+                   streaming: bool | None, context_window: int | None = None) -> Any:
     from luka_bot.core.config import Settings
 
     values: dict[str, Any] = {
@@ -117,6 +122,8 @@ def build_settings(telegram_url: str, redis_url: str, primary: FakeLLMProcess, f
     }
     if streaming is not None and "STREAMING" in Settings.model_fields:
         values["STREAMING"] = "on" if streaming else "off"
+    if context_window is not None:  # ignored by a bot version without the setting
+        values["LLM_CONTEXT_WINDOWS"] = {"ollama": context_window}
     return Settings(_env_file=None, **values)
 
 
@@ -130,7 +137,7 @@ def update_json(update_id: int, user_id: int, text: str) -> dict[str, Any]:
 class Arms:
     """The three ways to spend one message, each returning when its work is done."""
 
-    def __init__(self, app: Any, stream: bool):
+    def __init__(self, app: Any, stream: bool, history: int = 0, history_chars: int = 1500):
         from pydantic_ai import Agent
 
         from luka_bot.services.agent_factory import SYSTEM_PROMPT, calculate, current_datetime
@@ -153,20 +160,44 @@ class Arms:
         self.name_agent = Agent(None, instructions=name_prompt)
         self.update_id = 0
         self.user_id = 10_000_000
+        self.history_turns = [((f"Earlier question {n}: " + "tell me more about it " * history_chars)[:history_chars],
+                               f"Earlier answer {n}: " + "here is what I know. " * 20) for n in range(history)]
+        self.history = self._messages(self.history_turns)
+        self._prepared: int | None = None
+
+    @staticmethod
+    def _messages(turns: list[tuple[str, str]]) -> list[Any]:
+        from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, UserPromptPart
+
+        return [m for question, answer in turns
+                for m in (ModelRequest(parts=[UserPromptPart(question)]), ModelResponse(parts=[TextPart(answer)]))]
 
     def next_user(self) -> int:
         self.user_id += 1
         return self.user_id
 
+    async def prepare(self, arm: str) -> None:
+        """Unmeasured: a user whose current thread holds the history (the bot arms read it from its store)."""
+        if arm not in ("bot", "inbox") or not self.history_turns:
+            return
+        user = self.next_user()
+        conversations = self.app.dp["conversations"]
+        thread = await conversations.start_thread(user)
+        for question, answer in self.history_turns:
+            await conversations.add_turn(user, thread, question, answer)
+        self._prepared = user
+
     async def bot(self, text: str) -> None:
         self.update_id += 1
-        await self.app.dp.feed_raw_update(self.app.bot, update_json(self.update_id, self.next_user(), text))
+        user, self._prepared = self._prepared or self.next_user(), None
+        await self.app.dp.feed_raw_update(self.app.bot, update_json(self.update_id, user, text))
 
     async def inbox(self, text: str) -> None:
         from aiogram.types import Update
 
         self.update_id += 1
-        update = Update.model_validate(update_json(self.update_id, self.next_user(), text), context={"bot": self.app.bot})
+        user, self._prepared = self._prepared or self.next_user(), None
+        update = Update.model_validate(update_json(self.update_id, user, text), context={"bot": self.app.bot})
         await self.app.inbox.accept([update])  # what the polling middleware and the webhook handler do
         await self.app.dp.feed_update(self.app.bot, update)
 
@@ -178,8 +209,8 @@ class Arms:
 
     async def _chat(self, model: Any, text: str) -> str:
         if not self.stream:
-            return (await self.chat_agent.run(text, model=model)).output
-        async with self.chat_agent.run_stream(text, model=model) as result:
+            return (await self.chat_agent.run(text, model=model, message_history=self.history)).output
+        async with self.chat_agent.run_stream(text, model=model, message_history=self.history) as result:
             async for _ in result.stream_text(delta=True):
                 pass
             return await result.get_output()
@@ -190,11 +221,17 @@ class Arms:
     async def fallback(self, text: str) -> None:
         user = self.next_user()
         chat_model = self.factory.create(context=f"chat:{user}")
+        if self.history:  # a thread that has its name already
+            await self._chat(chat_model, text)
+            return
         name_model, _ = self.factory.name_generator(language="en", max_length=self.max_name)
         await asyncio.gather(self._chat(chat_model, text), self._name(name_model, text, None))
 
     async def bare(self, text: str) -> None:
         self.next_user()
+        if self.history:
+            await self._chat(self.bare_model, text)
+            return
         await asyncio.gather(self._chat(self.bare_model, text), self._name(self.bare_model, text, self.name_settings))
 
 
@@ -273,6 +310,7 @@ async def measure(arms: Arms, messages: int) -> dict[str, dict[str, list[float]]
         text = TEXTS[i % len(TEXTS)]
         for step in range(len(ARMS)):
             arm = ARMS[(i + step) % len(ARMS)]
+            await arms.prepare(arm)
             cpu, wall = await cpu_ms(lambda arm=arm, text=text: getattr(arms, arm)(text))
             samples[arm]["cpu"].append(cpu)
             samples[arm]["wall"].append(wall)
@@ -330,7 +368,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     telegram = FakeTelegramProcess()
     log_file = tempfile.NamedTemporaryFile("w", prefix="message-cost-", suffix=".log", delete=False)  # noqa: SIM115
     try:
-        settings = build_settings(telegram.url, redis.url, primary, fallback, args.stream)
+        settings = build_settings(telegram.url, redis.url, primary, fallback, args.stream, args.context_window)
         stream = args.stream if args.stream is not None else getattr(settings, "STREAMING", "off") in ("on", True)
         setup_logging(settings.LOG_LEVEL, [TOKEN, OPENAI_KEY])
         for handler in logging.getLogger().handlers:
@@ -341,9 +379,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             pin_telegram_responses(app.bot)
         if "reuse-agents" in args.emulate_fix:
             reuse_agents()
-        arms = Arms(app, stream)
+        arms = Arms(app, stream, args.history, args.history_chars)
         for i in range(args.warmup):  # imports, connection pools, caches, .mo files
             for arm in ARMS:
+                await arms.prepare(arm)
                 await getattr(arms, arm)(TEXTS[i % len(TEXTS)])
         gc.collect()
         gc.freeze()
@@ -363,6 +402,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 profile_text = await profile(arms, args.profile, args.profile_out, args.top, args.callers)
         store_kinds = {"fallback": app.fallback.store.kind, "bot": getattr(app.bot_store, "kind", "?")}
+        sent = [len(json.dumps(r.get("messages"), ensure_ascii=False)) for r in primary.state()["requests"]
+                if r.get("tools")]  # the chat agent's requests (thread names have no tools)
         await app.dp.emit_shutdown()
         await app.bot.session.close()
     finally:
@@ -377,6 +418,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         os.unlink(log_file.name)
     return {"samples": samples, "stream": stream, "stores": store_kinds, "profile": profile_text,
+            "chat_prompt_chars": (min(sent), max(sent)) if sent else None,
             "log_lines": log_lines, "settings_streaming": getattr(settings, "STREAMING", None)}
 
 
@@ -411,6 +453,9 @@ def summarize(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
         "goal_d_le_tenth_of_bot": d <= 0.1 * med["bot"],
         "build_two_agents_cpu_ms": round(statistics.median(result["samples"]["build_agents"]["cpu"]), 3),
         "emulated_fixes": args.emulate_fix,
+        "history_turns": args.history,
+        "context_window": args.context_window,
+        "chat_prompt_chars_min_max": result["chat_prompt_chars"],
         "log_lines_per_message": round(result["log_lines"] / (len(ARMS) * (args.warmup + args.messages) + args.profile), 2),
         "samples_cpu_ms": {arm: [round(x, 3) for x in result["samples"][arm]["cpu"]] for arm in ARMS},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg": os.getloadavg()},
@@ -444,6 +489,11 @@ def print_report(s: dict[str, Any]) -> None:
     verdict = "met" if s["goal_d_le_tenth_of_bot"] else "NOT met"
     print(f"\n(d) the durable inbox (record + finish): {s['d_inbox_ms']:.2f} ms = {100 * s['d_over_bot']:.1f} % of the "
           f"bot's CPU per message; goal ≤ 10 %: {verdict}.")
+    if s["history_turns"]:
+        low, high = s["chat_prompt_chars_min_max"]
+        print(f"Each message continued a thread of {s['history_turns']} turns; ollama's window: "
+              f"{s['context_window'] or 'the default'}; the chat requests the primary received had {low}–{high} "
+              "characters of messages (the bare arm always sends the whole thread).")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -455,6 +505,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-stream", dest="stream", action="store_false")
     parser.add_argument("--markdown-reply", action="store_true",
                         help="the providers answer a model-like Markdown answer (tests/model_answers.py)")
+    parser.add_argument("--history", type=int, default=0, help="turns already in the thread of each message")
+    parser.add_argument("--history-chars", type=int, default=1500, help="characters of each earlier user message")
+    parser.add_argument("--context-window", type=int, default=None,
+                        help="ollama's context window in tokens (LLM_CONTEXT_WINDOWS; unset: the bot's default)")
     parser.add_argument("--profile", type=int, default=0, help="then profile this many bot messages (cProfile)")
     parser.add_argument("--profile-out", type=Path, help="write the profile report here (+ .pstats)")
     parser.add_argument("--profiler", choices=("cprofile", "pyinstrument"), default="cprofile",

@@ -1,7 +1,8 @@
 """What start-up says about the LLM providers: which of them can actually answer.
 
 A provider is named with its role, whether it is configured and whether its key is there (never
-the key), and "not checked yet": being configured is not proof that it works. A configured
+the key), the context window its prompts are fitted to when one is set (Ollama's default
+`num_ctx` included), and "not checked yet": being configured is not proof that it works. A configured
 model its vendor has retired is an ERROR (with the replacement), one it has deprecated a
 WARNING (with the date), as is a model that cannot run the chat's tools. The last line says who
 can answer, and what happens when the primary fails if no fallback can.
@@ -46,7 +47,7 @@ def provider_report(settings: Settings, *, today: date | None = None) -> list[Re
                                                      f"tried: {key_setting(spec)} is not set"))
             continue
         lines.append(ReportLine(logging.INFO, f"🔧 LLM provider {spec.name} ({role}): {spec.base_url}, models "
-                                              f"{', '.join(spec.models)}; {key_text(spec)}; "
+                                              f"{', '.join(spec.models)}; {key_text(spec)}; {window_text(spec)}"
                                               "not checked yet"))
         notices = model_notices([spec], today=today)
         lines += notices
@@ -106,6 +107,16 @@ def key_text(spec: ProviderSpec) -> str:
     if spec.kind == "ollama":
         return "no key needed"
     return f"key set ({key_setting(spec)})" if spec.api_key is not None else "no key"
+
+
+def window_text(spec: ProviderSpec) -> str:
+    """The context windows prompts are fitted to (LLM_CONTEXT_WINDOWS, Ollama's default); none: pydantic-ai's."""
+    windows = {model: window for model in spec.models if (window := spec.context_window(model)) is not None}
+    if not windows:
+        return ""
+    if len(set(windows.values())) == 1 and len(windows) == len(spec.models):
+        return f"context window {next(iter(windows.values()))} tokens; "
+    return "context windows " + ", ".join(f"{model} {window}" for model, window in windows.items()) + " tokens; "
 
 
 def log_provider_report(settings: Settings, logger: logging.Logger, *, today: date | None = None) -> None:

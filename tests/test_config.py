@@ -23,7 +23,7 @@ SETTING_NAMES = (
     "BOT_TOKEN", "ADMIN_IDS", "TELEGRAM_API_URL", "DEFAULT_LANGUAGE", "LOG_LEVEL", "REDIS_URL", "REDIS_PREFIX",
     "OLLAMA_URL", "OLLAMA_MODEL_NAME", "OLLAMA_TIMEOUT", "OPENAI_API_KEY", "OPENAI_MODEL_NAME", "OPENAI_TIMEOUT",
     "OPENAI_BASE_URL", "AVAILABLE_PROVIDERS", "LLM_EXTRA_PROVIDERS", "LLM_CONNECT_TIMEOUT", "LLM_PREFERRED_TTL",
-    "LLM_FAILURE_COOLDOWN", "HISTORY_MAX_MESSAGES", "HISTORY_TTL",
+    "LLM_FAILURE_COOLDOWN", "HISTORY_MAX_MESSAGES", "HISTORY_TTL", "LLM_CONTEXT_WINDOWS",
 )
 
 
@@ -329,3 +329,43 @@ def test_max_cooldown_below_the_cooldown_is_refused(monkeypatch):
     monkeypatch.setenv("LLM_MAX_COOLDOWN", "300")
     with pytest.raises(ConfigError, match="LLM_MAX_COOLDOWN"):
         load_settings(_env_file=None)
+
+
+# --- context windows -------------------------------------------------------------------------------------
+
+
+async def test_context_windows_default_to_what_the_servers_do() -> None:
+    ollama, openai = load_settings(OPENAI_API_KEY=OPENAI_KEY).provider_specs()
+    assert [ollama.context_window(m) for m in ollama.models] == [4096, 4096], "Ollama's default num_ctx"
+    assert [openai.context_window(m) for m in openai.models] == [None, None], "pydantic-ai knows OpenAI's"
+    from plugins.llm_fallback.providers import ProviderClient
+
+    clients = [ProviderClient(ollama), ProviderClient(openai)]
+    windows = [model.context_window for client in clients for model in client.models.values()]
+    for client in clients:
+        await client.aclose()
+    assert windows[:2] == [4096, 4096] and all(window and window >= 128_000 for window in windows[2:])
+
+
+def test_context_windows_per_provider_and_per_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AVAILABLE_PROVIDERS", '{"ollama": ["gpt-oss", "llama3.2"], "lmstudio": ["qwen/qwen3.5-9b"]}')
+    monkeypatch.setenv("LLM_EXTRA_PROVIDERS", '{"lmstudio": {"base_url": "http://127.0.0.1:1234/v1"}}')
+    monkeypatch.setenv("LLM_CONTEXT_WINDOWS", '{"ollama": {"llama3.2": 32768}, "lmstudio": 8192}')
+    ollama, lmstudio = load_settings().provider_specs()
+    assert [ollama.context_window(m) for m in ollama.models] == [4096, 32768]
+    assert lmstudio.context_window("qwen/qwen3.5-9b") == 8192
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ('{"vllm": 8192}', "LLM_CONTEXT_WINDOWS: 'vllm' is not a provider of AVAILABLE_PROVIDERS (ollama, openai)"),
+    ('{"ollama": {"llama3.3": 8192}}', "LLM_CONTEXT_WINDOWS: ollama/llama3.3 is not one of ollama's models"),
+    ('{"ollama": 100}', "LLM_CONTEXT_WINDOWS: ollama: 100 tokens is less than 512"),
+    ('{"ollama": "big"}', "LLM_CONTEXT_WINDOWS.ollama"),
+    ("[4096]", "LLM_CONTEXT_WINDOWS: Input should be a valid dictionary"),
+])
+def test_a_bad_context_window_is_refused_naming_the_setting(raw: str, message: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_CONTEXT_WINDOWS", raw)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert message in str(raised.value)

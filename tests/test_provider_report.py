@@ -20,7 +20,7 @@ def report(**settings: object) -> list[tuple[int, str]]:
 def test_without_an_openai_key_no_fallback_is_claimed() -> None:
     assert report(OPENAI_API_KEY="") == [
         (INFO, "🔧 LLM provider ollama (primary): http://localhost:11434/v1, models gpt-oss, llama3.2; "
-               "no key needed; not checked yet"),
+               "no key needed; context window 4096 tokens; not checked yet"),
         (WARNING, "⚪ LLM provider openai (fallback): not configured, never tried: OPENAI_API_KEY is not set"),
         (WARNING, "⚠️ No fallback can answer: if ollama fails, users get an apology"),
     ]
@@ -72,7 +72,7 @@ def test_an_extra_provider_names_its_key_setting_and_ollama_models_are_never_ret
                    AVAILABLE_PROVIDERS={"ollama": ["gpt-4-turbo"], "groq": ["llama-3.1-8b"]})
     assert lines == [
         (INFO, "🔧 LLM provider ollama (primary): http://localhost:11434/v1, models gpt-4-turbo; no key needed; "
-               "not checked yet"),
+               "context window 4096 tokens; not checked yet"),
         (INFO, "🔧 LLM provider groq (fallback): http://127.0.0.1:9/v1, models llama-3.1-8b; "
                "key set (LLM_EXTRA_PROVIDERS['groq']); not checked yet"),
         (INFO, "🔧 LLM providers that can answer, in order: ollama → groq"),
@@ -84,3 +84,9 @@ def test_model_notices_for_the_cli_cover_every_given_provider() -> None:
                           AVAILABLE_PROVIDERS={"ollama": ["m"], "openai": ["gpt-4-turbo"]}).provider_specs()
     notices = model_notices(specs, today=DAY)
     assert [(n.level, n.model, n.unusable) for n in notices] == [(ERROR, "gpt-4-turbo", True)]
+
+
+def test_the_context_windows_prompts_are_fitted_to_are_named() -> None:
+    lines = report(OPENAI_API_KEY=KEY, LLM_CONTEXT_WINDOWS={"ollama": {"llama3.2": 32768}, "openai": 200_000})
+    assert lines[0][1].endswith("no key needed; context windows gpt-oss 4096, llama3.2 32768 tokens; not checked yet")
+    assert lines[1][1].endswith("key set (OPENAI_API_KEY); context window 200000 tokens; not checked yet")

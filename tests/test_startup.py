@@ -314,7 +314,8 @@ async def test_a_bot_api_emulator_whose_getme_lacks_is_bot_runs_the_bot(tmp_path
 
 
 RETIRED_MODEL_REPORT = [
-    "INFO luka_bot: 🔧 LLM provider ollama (primary): http://127.0.0.1:9/v1, models m1; no key needed; not checked yet",
+    "INFO luka_bot: 🔧 LLM provider ollama (primary): http://127.0.0.1:9/v1, models m1; no key needed; "
+    "context window 4096 tokens; not checked yet",
     "INFO luka_bot: 🔧 LLM provider openai (fallback): https://api.openai.com/v1, models gpt-4-turbo; "
     "key set (OPENAI_API_KEY); not checked yet",
     "ERROR luka_bot: ❌ openai model gpt-4-turbo was retired on 2026-10-23: its requests fail; replacement: "

@@ -25,7 +25,7 @@ from luka_bot.services.llm_model_factory import LLMModelFactory
 from luka_bot.services.message_text import Rendered
 from luka_bot.services.streaming import AnswerCutOff, ReplyStopped, ReplyStreaming, TypingAction
 from luka_bot.services.thread_names import generate_thread_name
-from plugins.llm_fallback import AllProvidersFailedError, redact
+from plugins.llm_fallback import AllProvidersFailedError, PromptTooLongError, redact
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,15 @@ NAME_GRACE = 1.0
 
 def apology() -> str:
     return _("😔 I can't answer right now, try again in a minute.")
+
+
+def too_long(limit_chars: int | None) -> str:
+    """The message fits no provider's context window: retrying cannot help, a shorter message can."""
+    if limit_chars is None:
+        return _("📏 Your message is too long for me to read at once. Please shorten it or send it in parts.")
+    limit = limit_chars // 100 * 100 if limit_chars >= 1000 else limit_chars  # "about": no false precision
+    return _("📏 Your message is too long for me: I can read at most about {limit} characters at once. "
+             "Please shorten it or send it in parts.").format(limit=limit)
 
 
 def refused() -> str:
@@ -105,6 +114,12 @@ def build_router() -> Router:
                     logger.info("🙅 reply to user %s refused by the model's content filter", user_id)
                     await _discard(name_task)
                     await reply.deliver(message, Rendered(refused()))
+                    return
+                except PromptTooLongError as error:  # not an outage: only a shorter message can be answered
+                    logger.info("📏 message of user %s (%d characters) fits no provider's context window", user_id,
+                                len(text))
+                    await _discard(name_task)
+                    await reply.deliver(message, Rendered(too_long(error.limit_chars)))
                     return
                 except AllProvidersFailedError:  # logged and announced once by the fallback itself
                     logger.info("apologised to user %s: no provider could answer", user_id)

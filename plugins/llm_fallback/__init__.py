@@ -11,14 +11,23 @@
 
 from .attempt import answered_by
 from .engine import LLMProviderFallback
-from .errors import AllProvidersFailedError, FailedAttempt, FailureKind, StreamCutError, classify, redact
-from .events import AttemptEvent, Event, FallbackEvent, HealthEvent, HedgeEvent, ProbeEvent
+from .errors import (
+    AllProvidersFailedError,
+    FailedAttempt,
+    FailureKind,
+    PromptTooLongError,
+    StreamCutError,
+    classify,
+    redact,
+)
+from .events import AttemptEvent, ContextRefitEvent, Event, FallbackEvent, HealthEvent, HedgeEvent, ProbeEvent
+from .fit import fit_history
 from .factory import ModelFactory
 from .force import DEFAULT_FORCE_SECONDS, MAX_FORCE_SECONDS, MIN_FORCE_SECONDS, ForceError, check_force, parse_force
 from .hedging import HedgePolicy
 from .loop_lag import LoopLagMonitor
 from .model import LLMFallbackModel, avoiding
-from .providers import OPENAI_DEFAULT_URL, ProviderSpec, ollama_api_url
+from .providers import OLLAMA_CONTEXT_WINDOW, OPENAI_DEFAULT_URL, ProviderSpec, ollama_api_url
 from .setup import set_bot_commands, setup_llm_fallback
 from .status import FallbackStatus, ProviderState, ProviderStatus
 from .stores import (
@@ -36,9 +45,11 @@ __all__ = [
     "DEFAULT_FORCE_SECONDS",
     "MAX_FORCE_SECONDS",
     "MIN_FORCE_SECONDS",
+    "OLLAMA_CONTEXT_WINDOW",
     "OPENAI_DEFAULT_URL",
     "AllProvidersFailedError",
     "AttemptEvent",
+    "ContextRefitEvent",
     "Event",
     "FailedAttempt",
     "FailureKind",
@@ -57,6 +68,7 @@ __all__ = [
     "ProbeEvent",
     "ProviderSpec",
     "ProviderState",
+    "PromptTooLongError",
     "ProviderStatus",
     "RedisOptions",
     "RedisStateStore",
@@ -69,6 +81,7 @@ __all__ = [
     "check_force",
     "classify",
     "connect_redis",
+    "fit_history",
     "ollama_api_url",
     "parse_force",
     "redact",

@@ -13,6 +13,10 @@ Only public pydantic-ai API: `Model.prepare_messages`, `Model.request`, `Model.r
   it. A stall between two chunks is the HTTP client's read timeout (the provider's `timeout` too);
 - the events of a stream go to the consumer untouched: no per-event cost.
 
+The request is fitted to this model's context window before it is sent (`fit.py`); a provider that
+still refuses it as too long gets it again with fewer of the oldest turns (at most `MAX_REFITS`
+times, within the same deadlines), as `errors.classify` decides for an overflow.
+
 A streamed attempt's end is the end of its stream: the fallback model tells it how the consumer
 left the stream (`stream_ended`), and a stream that broke off after its first chunk (cut,
 stalled, past its deadline, or ended without a finish reason) is recorded as the provider's
@@ -23,9 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 from pydantic_ai.exceptions import ModelAPIError, ModelRequestTimeout
@@ -34,12 +38,18 @@ from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import RequestUsage
 
-from .errors import Blame, EmptyReply, FailureKind, StreamCutError, Verdict
+from .errors import Blame, EmptyReply, FailureKind, StreamCutError, Verdict, classify
+from .fit import HistoryFit
 from .loop_lag import LoopLagMonitor
+from .overflow import PromptTooLong
 from .plan import Plan, Target, Timing
+
+T = TypeVar("T")
 
 METADATA_KEY = "llm_fallback"
 """`response.metadata[METADATA_KEY]` = {"provider": …, "model": …}: who answered."""
+MAX_REFITS = 3
+"""Tries of one attempt with fewer turns after its provider refused the prompt as too long."""
 
 
 def answered_by(response: ModelResponse) -> str | None:
@@ -115,8 +125,8 @@ class ProviderAttempt:
         timeout, setting = self._timeout(opening=False)
         try:
             async with asyncio.timeout(timeout):
-                response = await self.model.request(self.model.prepare_messages(messages, params), self.settings,
-                                                    params)
+                response = await self._fitted(messages, params, lambda fitted: self.model.request(
+                    self.model.prepare_messages(fitted, params), self.settings, params))
         except TimeoutError:
             raise self._timed_out(setting) from None
         self.first_event = self.elapsed()
@@ -132,8 +142,9 @@ class ProviderAttempt:
         timeout, setting = self._timeout(opening=True)
         try:
             async with asyncio.timeout(timeout):
-                stream = await self.stack.enter_async_context(self.model.request_stream(
-                    self.model.prepare_messages(messages, params), self.settings, params, run_context))
+                stream = await self._fitted(messages, params, lambda fitted: self.stack.enter_async_context(
+                    self.model.request_stream(self.model.prepare_messages(fitted, params), self.settings, params,
+                                              run_context)))
         except TimeoutError:
             await self.stack.aclose()
             raise self._timed_out(setting) from None
@@ -147,6 +158,25 @@ class ProviderAttempt:
             timer = asyncio.get_running_loop().call_later(left, self._deadline_passed, stream)
             self.stack.callback(timer.cancel)
         return stream
+
+    async def _fitted(self, messages: list[ModelMessage], params: ModelRequestParameters,
+                      send: Callable[[list[ModelMessage]], Awaitable[T]]) -> T:
+        """`send` the messages fitted to this model's window; after an overflow, again with fewer turns."""
+        fit = HistoryFit(messages, params, self.model.context_window, self.settings, model_name=self.model.model_name)
+        fitted = fit.first()
+        for refits in range(MAX_REFITS + 1):
+            try:
+                return await send(fitted)
+            except ModelAPIError as error:
+                overflow = classify(error).overflow
+                if overflow is None or refits == MAX_REFITS:
+                    raise
+                try:
+                    fitted = fit.refit(overflow)
+                except PromptTooLong as too_long:  # only the new message is left, and it is still too long
+                    raise too_long from error
+                self.plan.refitted(self.target, overflow.window, fit.dropped)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _deadline_passed(self, stream: StreamedResponse) -> None:
         self._past_deadline = True

@@ -32,6 +32,8 @@ from pydantic_ai.exceptions import (
     UnexpectedModelBehavior,
 )
 
+from .overflow import Overflow, PromptTooLong, stated_overflow
+
 
 class FailureKind(StrEnum):
     """Why an attempt failed, as an operator reads it in logs and `/llm_status`."""
@@ -46,6 +48,7 @@ class FailureKind(StrEnum):
     STREAM_CUT = "stream_cut"
     EMPTY = "empty_reply"
     REQUEST = "bad_request"
+    CONTEXT_WINDOW = "context_window"
     REFUSED = "content_filter"
     UNKNOWN = "unknown"
 
@@ -75,6 +78,9 @@ class Verdict:
     """Seconds the provider asked for (HTTP 429 `Retry-After`), if any."""
     excused: bool = False
     """A timeout that this process's event-loop lag explains: no blame, though the provider's would be."""
+    overflow: Overflow | None = None
+    """The provider refused the prompt as longer than its context window: the attempt sends it again with
+    fewer of the oldest turns (`fit.py`), then the request goes on to the next model / provider."""
 
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
@@ -120,6 +126,10 @@ def _verdict(error: BaseException, after_first_event: bool) -> Verdict:
         return Verdict(FailureKind.AUTH, fall_back=True, blame=Blame.COOLDOWN)
     if isinstance(error, ModelRateLimitError):
         return Verdict(FailureKind.RATE_LIMITED, fall_back=True, blame=Blame.COOLDOWN, retry_after=error.retry_after)
+    if isinstance(error, PromptTooLong):  # nothing left to leave out: a model with a larger window may take it
+        return Verdict(FailureKind.CONTEXT_WINDOW, fall_back=True, blame=Blame.NONE)
+    if (overflow := stated_overflow(error)) is not None:  # not an outage: less history, then a larger window
+        return Verdict(FailureKind.CONTEXT_WINDOW, fall_back=True, blame=Blame.NONE, overflow=overflow)
     if isinstance(error, ModelRequestRejectedError):  # maybe only this provider's (a model without tools)
         return Verdict(FailureKind.REQUEST, fall_back=True, blame=Blame.NONE)
     if isinstance(error, EmptyReply | ModelEmptyResponseError):
@@ -230,6 +240,8 @@ class FailedAttempt:
     kind: FailureKind
     error: str
     """Short, redacted description."""
+    limit_chars: int | None = None
+    """For a prompt too long for this model even without history: the most characters its new message could have."""
 
     def __str__(self) -> str:
         return f"{self.provider}/{self.model}: {self.kind.value} ({self.error})"
@@ -246,6 +258,21 @@ class AllProvidersFailedError(RuntimeError):
         self.attempts = list(attempts)
         tried = "; ".join(str(a) for a in self.attempts) or "no provider is configured"
         super().__init__(f"All LLM providers failed: {tried}")
+
+
+class PromptTooLongError(AllProvidersFailedError):
+    """The prompt fits no provider's context window, even with no history left: only a shorter message can help.
+
+    Not an outage: nobody cools down and no admin is alerted. `limit_chars`: the most characters the new
+    message could have for the provider that takes the most (None: no provider said how many).
+    """
+
+    def __init__(self, attempts: Sequence[FailedAttempt]):
+        super().__init__(attempts)
+        self.limit_chars = max((a.limit_chars for a in self.attempts if a.limit_chars is not None), default=None)
+        limit = f"at most about {self.limit_chars} characters" if self.limit_chars is not None else "limit unknown"
+        self.args = (f"The prompt is too long for every provider's context window ({limit}): "
+                     + "; ".join(str(a) for a in self.attempts),)
 
 
 class StreamCutError(RuntimeError):

@@ -55,7 +55,7 @@ class HealthEvent:
 class AttemptEvent:
     """One provider/model tried for one request, from its start to its real end.
 
-    `outcome`: `ok`, a `FailureKind` value (`connection`, `timeout`, `server_error`, …),
+    `outcome`: `ok`, a `FailureKind` value (`connection`, `timeout`, `server_error`, `context_window`, …),
     `cancelled` (the caller went away: nobody's fault) or `hedge_lost` (a hedged twin won).
     `first_event_seconds`: time to the response (non-streamed) or to the first streamed event,
     None when there was none. `seconds`: start to end.
@@ -83,6 +83,19 @@ class FallbackEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ContextRefitEvent:
+    """`provider`/`model` refused a prompt as longer than its context window (`window` tokens, if it said so).
+
+    Not a failure: the same request went to it again without its `dropped` oldest turns.
+    """
+
+    provider: str
+    model: str
+    window: int | None
+    dropped: int
+
+
+@dataclass(frozen=True, slots=True)
 class HedgeEvent:
     """`provider` had no first event within the hedge delay: `to_provider` was started beside it."""
 
@@ -103,7 +116,7 @@ class ProbeEvent:
     outcome: str
 
 
-Event = HealthEvent | AttemptEvent | FallbackEvent | HedgeEvent | ProbeEvent
+Event = HealthEvent | AttemptEvent | FallbackEvent | ContextRefitEvent | HedgeEvent | ProbeEvent
 Listener = Callable[[Event], Awaitable[None] | None]
 
 

@@ -17,8 +17,7 @@ stored is a `FailureRecord` per provider / model, shared by every process throug
 - bad replies (empty, unusable) are strikes: `STRIKES_TO_COOL` in one cooldown window cool it.
 
 Every transition is returned typed (`CooledDown`, `Recovered`), logged with the operator's log
-markers and published as a `HealthEvent`. The numbers are `policy.py`'s. Times come from the
-injected clock: tests never sleep.
+markers and published as a `HealthEvent`. The numbers are `policy.py`'s; times the injected clock's.
 """
 
 from __future__ import annotations

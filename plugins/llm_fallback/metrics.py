@@ -11,6 +11,7 @@ in the `CollectorRegistry` you pass (one per app), never in prometheus-client's 
 | `llm_attempt_seconds` (histogram) | provider, phase=`first_event`/`total` | `AttemptEvent` |
 | `llm_failovers_total` | from_provider, to_provider | `FallbackEvent` |
 | `llm_hedges_total` | provider (the slow one) | `HedgeEvent` |
+| `llm_context_refits_total` | provider | `ContextRefitEvent` (a prompt sent again with fewer turns) |
 | `llm_all_failed_total` | — | `HealthEvent("all_failed")` |
 | `llm_provider_state` | provider, state=`healthy`/`unknown`/`cooling`/`half_open`/`forced` | `refresh()` |
 | `llm_cooldown_seconds_remaining` | provider | `refresh()` |
@@ -27,7 +28,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .engine import LLMProviderFallback
-from .events import AttemptEvent, Event, FallbackEvent, HealthEvent, HedgeEvent, ProbeEvent
+from .events import AttemptEvent, ContextRefitEvent, Event, FallbackEvent, HealthEvent, HedgeEvent, ProbeEvent
 
 STATES = ("healthy", "unknown", "cooling", "half_open", "budget", "forced")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -50,6 +51,9 @@ class FallbackMetrics:
                                  ["from_provider", "to_provider"], registry=r)
         self.hedges = Counter("llm_hedges", "Hedges fired: the provider had no first event within the delay",
                               ["provider"], registry=r)
+        self.context_refits = Counter("llm_context_refits", "Prompts a provider refused as longer than its context "
+                                      "window, sent to it again with fewer of the oldest turns",
+                                      ["provider"], registry=r)
         self.all_failed = Counter("llm_all_failed", "Requests that no provider could answer", registry=r)
         self.provider_state = Gauge("llm_provider_state", "1 for each state a provider is in now",
                                     ["provider", "state"], registry=r)
@@ -66,6 +70,7 @@ class FallbackMetrics:
         for provider in fallback.order:  # every series exists from the first scrape
             self.standby_ready.labels(provider).set(-1)
             self.cooldown_left.labels(provider)
+            self.context_refits.labels(provider)
             for state in STATES:
                 self.provider_state.labels(provider, state)
         self.all_failed.inc(0)
@@ -85,6 +90,8 @@ class FallbackMetrics:
                 self.fallbacks.labels(event.from_provider, event.to_provider).inc()
             case HedgeEvent():
                 self.hedges.labels(event.provider).inc()
+            case ContextRefitEvent():
+                self.context_refits.labels(event.provider).inc()
             case HealthEvent(kind="all_failed"):
                 self.all_failed.inc()
             case ProbeEvent(purpose="recovery"):

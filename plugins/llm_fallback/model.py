@@ -89,8 +89,8 @@ class LLMFallbackModel(FallbackModel):
         return plan
 
     async def _exhausted(self, plan: Plan) -> BaseException:
-        """The error when no attempt of `plan` answered: the request's own if every provider refused it."""
-        return plan.rejected_everywhere() or await self.engine.report_all_failed(
+        """The error when no attempt of `plan` answered: the request's own (no outage), else "all failed"."""
+        return plan.requests_own_error() or await self.engine.report_all_failed(
             plan.failures, context=self.context, quiet=self.background)
 
     async def request(

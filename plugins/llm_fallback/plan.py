@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pydantic_ai.usage import RequestUsage
 
 from .accounting import Accounting
-from .errors import Blame, FailedAttempt, FailureKind, Verdict, classify
-from .events import AttemptEvent, EventBus, FallbackEvent
+from .errors import Blame, FailedAttempt, FailureKind, PromptTooLongError, Verdict, classify
+from .events import AttemptEvent, ContextRefitEvent, EventBus, FallbackEvent
 from .health import ProviderHealth
+from .overflow import PromptTooLong
 from .records import Lease, Snapshot
 from .routing import Candidate, Why
 
@@ -110,10 +111,16 @@ class Plan:
             self._current = candidate
             self._models = deque(candidate.models)
 
-    def rejected_everywhere(self) -> BaseException | None:
-        """The request's own error when every provider tried refused it as a bad request: it is the
-        request that is wrong, not a provider; the caller gets that error, not "all failed"."""
-        if self._rejections and all(f.kind is FailureKind.REQUEST for f in self.failures):
+    def requests_own_error(self) -> BaseException | None:
+        """When every provider tried refused the request itself, the error the caller gets instead of
+        "all failed" (no outage, no alert): `PromptTooLongError` if it is too long for the windows of
+        those that would take it, the first refusal if every provider gave one."""
+        kinds = {f.kind for f in self.failures}
+        if FailureKind.CONTEXT_WINDOW in kinds and kinds <= {FailureKind.CONTEXT_WINDOW, FailureKind.REQUEST}:
+            error = PromptTooLongError(self.failures)
+            logger.info("📏 %s", error)
+            return error
+        if self._rejections and kinds == {FailureKind.REQUEST}:
             return self._rejections[0]
         return None
 
@@ -171,12 +178,23 @@ class Plan:
                            target.provider, target.model)
         blamed = await self._apply(target, verdict, description, error)
         if verdict.fall_back or verdict.kind is FailureKind.STREAM_CUT:
-            self.failures.append(FailedAttempt(target.provider, target.model, verdict.kind, description))
-            if verdict.blame is not Blame.MODEL and target.provider not in self._failed_providers:
+            limit = error.limit_chars if isinstance(error, PromptTooLong) else None
+            self.failures.append(FailedAttempt(target.provider, target.model, verdict.kind, description, limit))
+            # a prompt too long for one model may fit the provider's next one: the provider has not failed
+            if verdict.blame is not Blame.MODEL and verdict.kind is not FailureKind.CONTEXT_WINDOW \
+                    and target.provider not in self._failed_providers:
                 self._failed_providers.append(target.provider)
                 self._models.clear()
         self._publish(target, verdict.kind.value, timing, blamed=blamed)
         return verdict
+
+    def refitted(self, target: Target, window: int | None, dropped: int) -> None:
+        """`target` refused the prompt as longer than its window: it gets it again, `dropped` oldest turns fewer."""
+        said = f"{window} tokens, it says" if window is not None else "it did not say how large"
+        logger.info("📏 %s/%s refused the prompt as longer than its context window (%s): sending it again without "
+                    "the %d oldest turns; set its window to fit before sending", target.provider, target.model, said,
+                    dropped)
+        self.events.publish_soon(ContextRefitEvent(target.provider, target.model, window, dropped))
 
     async def abandoned(self, target: Target, outcome: str, timing: Timing, *, timed_out: str | None = None) -> None:
         """The attempt ended without a verdict: the caller went away, or a hedged twin won.

@@ -10,6 +10,12 @@ reason (pydantic-ai raises `ModelRequestRejectedError` before sending), and an a
 and structured output are function tools. So for those models reasoning is turned off
 (`thinking=False`, pydantic-ai's own remedy); a model that always reasons cannot be helped that
 way, and `refuses_chat_tools` names it so start-up can say so.
+
+Each model's context window goes into its profile (`ModelProfile.context_window`, read back as
+`Model.context_window`), where each attempt fits the request to it (`fit.py`): the window set for it
+(`ProviderSpec.context_windows`); else for Ollama its default `num_ctx` (Ollama cuts a longer prompt
+from the front, silently); else what pydantic-ai knows of the model (OpenAI's published windows);
+else none (the request is sent whole, and fitted to the window the server names if it refuses it).
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ DEFAULT_SETTING_HINTS = {"openai": "OPENAI_API_KEY", "ollama": "OLLAMA_URL"}
 """The settings of the two built-in providers, for specs that name none (`ProviderSpec.setting_hint`)."""
 DEFAULT_ADDRESS_SETTINGS = {"openai": "OPENAI_BASE_URL", "ollama": "OLLAMA_URL"}
 """Where the two built-in providers' addresses are set (named when one cannot be reached)."""
+OLLAMA_CONTEXT_WINDOW = 4096
+"""Tokens Ollama gives a model unless told otherwise (its `num_ctx`; current versions' default, set on the
+server by `OLLAMA_CONTEXT_LENGTH` or per model): its OpenAI-compatible API takes no per-request `num_ctx`."""
 
 
 def ollama_api_url(url: str) -> str:
@@ -67,10 +76,17 @@ class ProviderSpec:
     (e.g. `OPENAI_API_KEY`); named in logs, alerts and `/llm_force`'s refusals."""
     address_setting: str | None = None
     """The setting of its address (e.g. `OLLAMA_URL`), named when it cannot be reached."""
+    context_windows: Mapping[str, int] = field(default_factory=dict, compare=False)
+    """Tokens (prompt and answer together) the server gives each model, by model name; `"*"`: every model."""
 
     @property
     def secrets(self) -> tuple[str, ...]:
         return (self.api_key.get_secret_value(),) if self.api_key else ()
+
+    def context_window(self, model: str) -> int | None:
+        """The window set for `model`; else Ollama's default; else None (pydantic-ai's figure, if it has one)."""
+        window = self.context_windows.get(model, self.context_windows.get("*"))
+        return OLLAMA_CONTEXT_WINDOW if window is None and self.kind == "ollama" else window
 
 
 def _tools_need_reasoning_off(profile: ModelProfile) -> bool:
@@ -89,14 +105,17 @@ def _model_settings(profile: ModelProfile) -> ModelSettings:
     return ModelSettings(max_retries=0)
 
 
-def _strict_streams(provider: OllamaProvider | OpenAIProvider, model_name: str) -> ModelProfile:
-    """The provider's profile for `model_name`, where a stream without a finish reason is an error.
+def _profile(provider: OllamaProvider | OpenAIProvider, model_name: str, window: int | None) -> ModelProfile:
+    """The provider's profile for `model_name`, with its context window if set, where a stream without a
+    finish reason is an error.
 
     Both Ollama and OpenAI end every complete stream with a `finish_reason`; a stream that stops
     without one was cut (a proxy timeout, a crashed runner), and must not pass as a whole answer.
     """
-    return merge_profile(provider.model_profile(model_name) or ModelProfile(),
-                         OpenAIModelProfile(openai_chat_streaming_requires_finish_reason=True))
+    ours = OpenAIModelProfile(openai_chat_streaming_requires_finish_reason=True)
+    if window is not None:
+        ours = merge_profile(ours, ModelProfile(context_window=window))
+    return merge_profile(provider.model_profile(model_name) or ModelProfile(), ours)
 
 
 class ProviderClient:
@@ -114,14 +133,14 @@ class ProviderClient:
         for model_name in spec.models:
             if spec.kind == "ollama":
                 provider = OllamaProvider(openai_client=self.client)
-                profile = _strict_streams(provider, model_name)
+                profile = _profile(provider, model_name, spec.context_window(model_name))
                 self.models[model_name] = OllamaModel(
                     model_name, provider=provider, settings=_model_settings(profile), profile=profile
                 )
                 logger.debug("✅ Created ollama model: %s @ %s", model_name, spec.base_url)
             else:
                 provider = OpenAIProvider(openai_client=self.client)
-                profile = _strict_streams(provider, model_name)
+                profile = _profile(provider, model_name, spec.context_window(model_name))
                 self.models[model_name] = OpenAIChatModel(
                     model_name, provider=provider, settings=_model_settings(profile), profile=profile
                 )

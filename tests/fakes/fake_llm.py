@@ -14,7 +14,8 @@ From sync code, a benchmark or to serve a bot in a subprocess, run it in a threa
     handle.mode = "hang"; handle.count(); handle.stop()
 
 Another process can steer it: ``POST /__control`` with JSON
-``{"mode": ..., "latency": ..., "retry_after": ..., "reply": ..., "models": [...], "reset": true}``
+``{"mode": ..., "latency": ..., "retry_after": ..., "reply": ..., "models": [...], "context_window": ...,
+"overflow": ..., "reset": true}``
 and ``GET /__control`` returns ``{"mode", "count", "requests", ...}``.
 
 CLI (serves until killed, prints ``FAKE_LLM_READY <url>`` once listening)::
@@ -32,6 +33,17 @@ Modes (``FakeLLM.mode``): see ``MODES``; besides the HTTP errors:
 - ``truncated_stream``: streamed, the content chunks, then the response ends *cleanly* (valid
   chunked terminator) with no ``finish_reason`` and no ``[DONE]``; non-streamed, the first half of
   the JSON body, ended cleanly (a body that simply stops early).
+
+Context window (``context_window``: tokens as this fake counts them, the UTF-8 bytes of the request's
+``messages`` and ``tools`` as JSON over 4, about what real tokenizers give for English): a prompt
+beyond it gets what ``overflow`` says, whatever the mode:
+
+- ``openai`` (default), ``vllm``, ``llamacpp``, ``lmstudio``: HTTP 400 with that server's own error
+  body (``context_length_exceeded``; "maximum context length is N tokens"; ``exceed_context_size_error``
+  with ``n_ctx``; "greater than the context length (n_keep: M >= n_ctx: N)");
+- ``truncate``: Ollama's way, silent: the oldest messages (the system prompt first) are dropped, then
+  the front of the first one left, until the prompt fits; the answer is as usual.
+  ``truncated`` counts the requests cut, and each cut request's body gets ``_truncated_tokens``.
 
 There is no "refuse" mode: call ``stop()``
 to close the listening socket (connects then fail with ECONNREFUSED) and
@@ -107,7 +119,10 @@ _ERRORS: Final[dict[str, tuple[int, str, str, str | None]]] = {
     ),
 }
 
-_SETTINGS: Final = ("latency", "retry_after", "reply", "models", "first_token_delay")
+_SETTINGS: Final = ("latency", "retry_after", "reply", "models", "first_token_delay", "context_window", "overflow")
+
+OVERFLOWS: Final = ("openai", "vllm", "llamacpp", "lmstudio", "truncate")
+"""What a prompt beyond ``context_window`` gets: a server's 400, or Ollama's silent truncation."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
@@ -116,6 +131,45 @@ T = TypeVar("T")
 def error_body(message: str, type_: str, code: str | None) -> dict[str, Any]:
     """An error payload in OpenAI's format."""
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def prompt_tokens(messages: Any, tools: Any = None) -> int:
+    """This fake's token count: the UTF-8 bytes of the messages (and tools) as JSON, over 4."""
+    return len(json.dumps([messages, tools], ensure_ascii=False).encode()) // 4
+
+
+def context_overflow_body(style: str, window: int, tokens: int) -> dict[str, Any]:
+    """The 400 body each server sends for a prompt of ``tokens`` beyond its ``window`` (their own wording)."""
+    if style == "vllm":
+        message = (f"This model's maximum context length is {window} tokens. However, your request has {tokens} "
+                   "input tokens. Please reduce the length of the input messages. None")
+        return {"error": {"message": message, "type": "BadRequestError", "param": None, "code": 400}}
+    if style == "llamacpp":
+        message = f"request ({tokens} tokens) exceeds the available context size ({window} tokens), try increasing it"
+        return {"error": {"code": 400, "message": message, "type": "exceed_context_size_error",
+                          "n_prompt_tokens": tokens, "n_ctx": window}}
+    if style == "lmstudio":
+        return {"error": f"The number of tokens to keep from the initial prompt is greater than the context length "
+                         f"(n_keep: {tokens} >= n_ctx: {window}). Try to load the model with a larger context length, "
+                         "or provide a shorter input."}
+    message = (f"This model's maximum context length is {window} tokens. However, your messages resulted in "
+               f"{tokens} tokens. Please reduce the length of the messages.")
+    return {"error": {"message": message, "type": "invalid_request_error", "param": "messages",
+                      "code": "context_length_exceeded"}}
+
+
+def truncate_front(messages: list[Any], window: int) -> tuple[list[Any], int]:
+    """Ollama's silent truncation: drop from the front until ``prompt_tokens`` fits; (kept, tokens cut)."""
+    kept = [dict(m) if isinstance(m, dict) else m for m in messages]
+    before = prompt_tokens(kept)
+    while len(kept) > 1 and prompt_tokens(kept) > window:
+        kept.pop(0)
+    last = kept[0] if kept else None
+    if isinstance(last, dict) and isinstance(last.get("content"), str) and prompt_tokens(kept) > window:
+        excess_bytes = (prompt_tokens(kept) - window) * 4 + 4
+        content = last["content"].encode()
+        last["content"] = content[excess_bytes:].decode(errors="ignore")
+    return kept, before - prompt_tokens(kept)
 
 
 def model_not_found_body(model: str) -> dict[str, Any]:
@@ -171,6 +225,9 @@ class FakeLLM:
         self.mode = "ok"
         self.retry_after: float | None = None
         self.first_token_delay: float = 1.0
+        self.context_window: int | None = None
+        self.overflow = "openai"
+        self.truncated = 0
         self.finish_reason = "stop"
         """How a text answer ends: "stop", or "length" (cut at max_tokens), "content_filter" (stopped by a filter)."""
         self.requests: list[dict[str, Any]] = []
@@ -240,14 +297,17 @@ class FakeLLM:
         return len(self.requests)
 
     def reset_counts(self) -> None:
-        """Forget the requests received and the in-flight high-water mark."""
+        """Forget the requests received, the truncations and the in-flight high-water mark."""
         self.requests.clear()
+        self.truncated = 0
         self.max_in_flight = self.in_flight
 
     def set_mode(self, mode: str, **kw: Any) -> None:
-        """Set ``mode`` and optionally ``latency``, ``retry_after``, ``reply``, ``models``, ``first_token_delay``."""
+        """Set ``mode`` and optionally any of ``_SETTINGS`` (``latency``, ``context_window``, ``overflow``, …)."""
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+        if kw.get("overflow", self.overflow) not in OVERFLOWS:
+            raise ValueError(f"unknown overflow {kw['overflow']!r}; expected one of {OVERFLOWS}")
         for key, value in kw.items():
             if key not in _SETTINGS:
                 raise TypeError(f"unknown setting {key!r}")
@@ -264,6 +324,9 @@ class FakeLLM:
             "first_token_delay": self.first_token_delay,
             "reply": self.reply,
             "models": self.models,
+            "context_window": self.context_window,
+            "overflow": self.overflow,
+            "truncated": self.truncated,
             "count": self.count(),
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
@@ -358,6 +421,9 @@ class FakeLLM:
             return failure
         if self.models is not None and model not in self.models:
             return web.json_response(model_not_found_body(model), status=404)
+        overflow = self._overflow(body)
+        if overflow is not None:
+            return overflow
         if stream:
             return await self._stream(request, body, model, mode)
         if mode == "slow":
@@ -368,6 +434,20 @@ class FakeLLM:
         if mode == "truncated_stream":
             return await self._truncated_body(request, payload)
         return web.Response(body=payload, content_type="application/json")
+
+    def _overflow(self, body: dict[str, Any]) -> web.Response | None:
+        """A prompt beyond ``context_window``: the server's 400, or (``truncate``) cut silently; None: it fits."""
+        window = self.context_window
+        tokens = prompt_tokens(body.get("messages"), body.get("tools"))
+        if window is None or tokens <= window:
+            return None
+        if self.overflow != "truncate":
+            return web.json_response(context_overflow_body(self.overflow, window, tokens), status=400)
+        tools = prompt_tokens(None, body.get("tools"))
+        body["messages"], body["_truncated_tokens"] = truncate_front(list(body.get("messages") or []),
+                                                                     max(1, window - tools))
+        self.truncated += 1
+        return None
 
     @staticmethod
     async def _read_body(request: web.Request) -> dict[str, Any]:
@@ -633,6 +713,18 @@ class FakeLLMThread:
         self.fake.first_token_delay = value
 
     @property
+    def context_window(self) -> int | None:
+        return self.fake.context_window
+
+    @context_window.setter
+    def context_window(self, value: int | None) -> None:
+        self.fake.context_window = value
+
+    @property
+    def truncated(self) -> int:
+        return self.fake.truncated
+
+    @property
     def requests(self) -> list[dict[str, Any]]:
         return list(self.fake.requests)
 
@@ -659,13 +751,16 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", default=None, help="comma-separated list of served model ids")
     parser.add_argument("--retry-after", type=float, default=None)
     parser.add_argument("--first-token-delay", type=float, default=1.0, help="seconds, for --mode slow")
+    parser.add_argument("--context-window", type=int, default=None, help="tokens (UTF-8 bytes / 4) it takes")
+    parser.add_argument("--overflow", default="openai", choices=OVERFLOWS, help="what a longer prompt gets")
     return parser.parse_args(argv)
 
 
 async def _serve(args: argparse.Namespace) -> None:
     models = args.models.split(",") if args.models else None
     fake = FakeLLM(args.name, latency=args.latency, reply=args.reply, models=models)
-    fake.set_mode(args.mode, retry_after=args.retry_after, first_token_delay=args.first_token_delay)
+    fake.set_mode(args.mode, retry_after=args.retry_after, first_token_delay=args.first_token_delay,
+                  context_window=args.context_window, overflow=args.overflow)
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

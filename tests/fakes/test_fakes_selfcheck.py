@@ -121,6 +121,43 @@ async def test_http_error_modes(
     assert fake.count() == 1
 
 
+OVERFLOW_WORDING = {
+    "openai": "maximum context length is 20 tokens. However, your messages resulted in",
+    "vllm": "maximum context length is 20 tokens. However, your request has",
+    "llamacpp": "exceeds the available context size (20 tokens)",
+    "lmstudio": "greater than the context length (n_keep: ",
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("style", sorted(OVERFLOW_WORDING))
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_prompt_beyond_the_context_window_gets_that_servers_400(
+    fake: FakeLLM, client: openai.AsyncOpenAI, style: str, stream: bool
+) -> None:
+    fake.set_mode("ok", context_window=20, overflow=style)
+    assert await complete(client) == "answer from primary", "a prompt within the window is answered"
+    long = [{"role": "user", "content": "hello there " * 20}]
+    with pytest.raises(openai.BadRequestError) as info:
+        await client.chat.completions.create(model="m1", messages=long, stream=stream)  # type: ignore[arg-type]
+    assert OVERFLOW_WORDING[style] in f"{info.value.message} {info.value.body}"
+    assert (info.value.code == "context_length_exceeded") is (style == "openai")
+    assert fake.truncated == 0
+
+
+@pytest.mark.asyncio
+async def test_ollama_like_truncation_cuts_the_front_silently(fake: FakeLLM, client: openai.AsyncOpenAI) -> None:
+    fake.set_mode("ok", context_window=30, overflow="truncate")
+    messages = [{"role": "system", "content": "You are a pirate."}, {"role": "user", "content": "a" * 200},
+                {"role": "assistant", "content": "arr"}, {"role": "user", "content": "the newest " + "b" * 60}]
+    response = await client.chat.completions.create(model="m1", messages=messages)  # type: ignore[arg-type]
+    assert response.choices[0].message.content == "answer from primary", "no error: the cut is silent"
+    seen = fake.requests[0]["messages"]
+    assert fake.truncated == 1 and fake.requests[0]["_truncated_tokens"] > 0
+    assert seen[0]["role"] != "system", "the system prompt went first"
+    assert seen[-1]["content"].endswith("b" * 40) and len(json.dumps(seen)) // 4 <= 30
+
+
 @pytest.mark.asyncio
 async def test_unknown_model_is_404(fake: FakeLLM, client: openai.AsyncOpenAI) -> None:
     fake.models = ["m1"]

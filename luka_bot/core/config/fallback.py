@@ -1,7 +1,7 @@
 """How the fallback engine treats providers over time: cooldowns, what it remembers, hedging, admission.
 
-New settings of the fallback engine (recovery probes, standby checks, context windows, budgets)
-go here; settings that describe a provider itself (address, key, models, timeouts) go in
+New settings of the fallback engine (recovery probes, standby checks, budgets) go here; settings
+that describe a provider itself (address, key, models, timeouts, context windows) go in
 `providers.py`.
 """
 
