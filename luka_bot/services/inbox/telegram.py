@@ -150,18 +150,24 @@ class Handling:
             logger.exception("update %s failed", update.update_id)
 
 
-class RecordBeforeAnswering:
-    """Webhook (mixed into aiogram's request handler): the update is recorded before the 200.
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
-    Overrides aiogram's `BaseRequestHandler._handle_request_background` (the background mode every
-    handler of this bot uses): read the update, record it, handle it in the background, answer.
+
+class RecordBeforeAnswering:
+    """Webhook (mixed in before aiogram's request handler): the update is recorded before the 200.
+
+    Its public `handle` (the route): a request with the right secret is read, recorded, handled in
+    the background, answered; any other request goes to the handler behind it (which refuses it).
     """
 
     inbox: Inbox
     handling: Handling
     data: dict[str, Any]
 
-    async def _handle_request_background(self, bot: Bot, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.Response:
+        bot = await self.resolve_bot(request)  # type: ignore[attr-defined]
+        if not self.verify_secret(request.headers.get(SECRET_HEADER, ""), bot):  # type: ignore[attr-defined]
+            return await super().handle(request)  # type: ignore[misc]
         raw = await request.text()
         update = Update.model_validate_json(raw, context={"bot": bot})
         (outcome,) = await self.inbox.accept([update], [raw])
