@@ -57,6 +57,7 @@ import redis
 from _common import ROOT, FakeLLMProcess, fmt, percentile, rnd
 from _flood import ARMS, flood_json, print_flood_table, run_arm
 
+from luka_bot.core.config import Settings
 from tests.fakes.bot_process import BotProcess, bot_env
 from tests.fakes.fake_telegram import FakeTelegram
 
@@ -135,7 +136,8 @@ def cpu_seconds(pid: int) -> float:
 def bot_settings(fake: FakeTelegram, primary: FakeLLMProcess, fallback: FakeLLMProcess, redis_url: str,
                  args: argparse.Namespace) -> dict[str, str]:
     env = bot_env(fake, primary, fallback, redis_url=redis_url, admin=ADMIN, openai_key=OPENAI_KEY,
-                  OLLAMA_TIMEOUT=args.timeout, OPENAI_TIMEOUT=args.timeout, LOG_LEVEL="INFO", PYTHONPATH=ROOT)
+                  OLLAMA_TIMEOUT=args.timeout, OPENAI_TIMEOUT=args.timeout, LOG_LEVEL="INFO", PYTHONPATH=ROOT,
+                  USER_RATE_LIMIT=Settings.model_fields["USER_RATE_LIMIT"].default)  # one message per user: as shipped
     for item in args.env:
         key, _, value = item.partition("=")
         env[key] = value

@@ -12,10 +12,13 @@ LLM calls, run concurrently as the bot runs them). Everything real except the ne
   fake and ``redis-server`` each in their own process, all on 127.0.0.1 — so this process's CPU
   time (``time.process_time``) is the bot's alone.
 
-Three arms, interleaved message by message in rotating order (drift hits them alike), each
+Five arms, interleaved message by message in rotating order (drift hits them alike), each
 sample the CPU time of one message:
 
 - ``bot``: the whole message through the dispatcher (``total``);
+- ``unlimited``: the same, without the per-user limits (their middleware unregistered for that
+  message) — (e) = ``bot`` − ``unlimited``: what the limits cost per message (the rate's Redis
+  round trip; with ``--quota`` also the quota's read and each run's count);
 - ``inbox``: the same, recorded in the durable inbox first as polling and the webhook do (its
   Redis round trips: the record, the finish) — (d) = ``inbox`` − ``bot``, goal: ≤ 10 % of ``bot``;
 - ``fallback``: the same two LLM calls (same prompts, same settings, a fresh ``Agent`` per call as
@@ -66,7 +69,7 @@ from _common import FakeLLMProcess, RedisProcess, exit_on_sigterm, fmt
 
 TOKEN = "424242:BENCH-token-not-a-real-one"
 OPENAI_KEY = "sk-bench-not-a-secret"
-ARMS = ("bot", "inbox", "fallback", "bare")
+ARMS = ("bot", "unlimited", "inbox", "fallback", "bare")
 TEXTS = (
     "What is a good name for a grey cat?",
     "How long should I boil an egg?",
@@ -112,13 +115,14 @@ class FakeTelegramProcess:
 
 
 def build_settings(telegram_url: str, redis_url: str, primary: FakeLLMProcess, fallback: FakeLLMProcess,
-                   streaming: bool | None, context_window: int | None = None) -> Any:
+                   streaming: bool | None, context_window: int | None = None, quota: int = 0) -> Any:
     from luka_bot.core.config import Settings
 
     values: dict[str, Any] = {
         "BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": telegram_url, "REDIS_URL": redis_url, "OLLAMA_URL": primary.url,
         "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": fallback.v1_url,
         "AVAILABLE_PROVIDERS": {"ollama": ["m1"], "openai": ["g1"]}, "LOG_LEVEL": "INFO",
+        "USER_DAILY_TOKENS": quota,
     }
     if streaming is not None and "STREAMING" in Settings.model_fields:
         values["STREAMING"] = "on" if streaming else "off"
@@ -135,7 +139,7 @@ def update_json(update_id: int, user_id: int, text: str) -> dict[str, Any]:
 
 
 class Arms:
-    """The three ways to spend one message, each returning when its work is done."""
+    """The ways to spend one message (the arms), each returning when its work is done."""
 
     def __init__(self, app: Any, stream: bool, history: int = 0, history_chars: int = 1500):
         from pydantic_ai import Agent
@@ -178,7 +182,7 @@ class Arms:
 
     async def prepare(self, arm: str) -> None:
         """Unmeasured: a user whose current thread holds the history (the bot arms read it from its store)."""
-        if arm not in ("bot", "inbox") or not self.history_turns:
+        if arm not in ("bot", "unlimited", "inbox") or not self.history_turns:
             return
         user = self.next_user()
         conversations = self.app.dp["conversations"]
@@ -192,6 +196,19 @@ class Arms:
         user, self._prepared = self._prepared or self.next_user(), None
         await self.app.dp.feed_raw_update(self.app.bot, update_json(self.update_id, user, text))
 
+    async def unlimited(self, text: str) -> None:
+        from luka_bot.core.user_limits import UserLimitsMiddleware
+
+        observer = self.app.dp.message.middleware
+        limits = [m for m in observer if isinstance(m, UserLimitsMiddleware)]
+        for middleware in limits:
+            observer.unregister(middleware)
+        try:
+            await self.bot(text)
+        finally:
+            for middleware in limits:
+                observer.register(middleware)
+
     async def inbox(self, text: str) -> None:
         from aiogram.types import Update
 
@@ -200,6 +217,17 @@ class Arms:
         update = Update.model_validate(update_json(self.update_id, user, text), context={"bot": self.app.bot})
         await self.app.inbox.accept([update])  # what the polling middleware and the webhook handler do
         await self.app.dp.feed_update(self.app.bot, update)
+
+    async def limits_alone(self) -> None:
+        """What the per-user limits do for one message, alone: the check (with a quota, also one run's count)."""
+        from luka_bot.core.user_limits import find_user_limits
+
+        limits = find_user_limits(self.app.dp)
+        assert limits is not None
+        user = self.next_user()
+        await limits.check(user)
+        if limits.quota is not None:
+            await limits.quota.add(user, 100)
 
     def build_agents(self) -> None:
         """What the bot does per message besides the calls: build its two agents (context figure)."""
@@ -368,7 +396,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     telegram = FakeTelegramProcess()
     log_file = tempfile.NamedTemporaryFile("w", prefix="message-cost-", suffix=".log", delete=False)  # noqa: SIM115
     try:
-        settings = build_settings(telegram.url, redis.url, primary, fallback, args.stream, args.context_window)
+        settings = build_settings(telegram.url, redis.url, primary, fallback, args.stream, args.context_window,
+                                  args.quota)
         stream = args.stream if args.stream is not None else getattr(settings, "STREAMING", "off") in ("on", True)
         setup_logging(settings.LOG_LEVEL, [TOKEN, OPENAI_KEY])
         for handler in logging.getLogger().handlers:
@@ -394,6 +423,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             arms.build_agents()
             agents_cpu.append((time.process_time() - cpu) * 1000.0)
         samples["build_agents"] = {"cpu": agents_cpu}
+        samples["limits_alone"] = {"cpu": [], "wall": []}
+        for _ in range(args.messages):
+            cpu, wall = await cpu_ms(arms.limits_alone)
+            samples["limits_alone"]["cpu"].append(cpu)
+            samples["limits_alone"]["wall"].append(wall)
         profile_text = None
         if args.profile:
             print(f"… profiling {args.profile} bot messages", file=sys.stderr, flush=True)
@@ -434,6 +468,7 @@ def summarize(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
     b = med["fallback"] - med["bare"]
     c = med["bot"] - med["fallback"]
     d = med["inbox"] - med["bot"]
+    e = med["bot"] - med["unlimited"]
     return {
         "messages_per_arm": args.messages,
         "streamed_chat_call": result["stream"],
@@ -451,6 +486,11 @@ def summarize(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
         "d_inbox_ms": round(d, 3),
         "d_over_bot": round(d / med["bot"], 3),
         "goal_d_le_tenth_of_bot": d <= 0.1 * med["bot"],
+        "e_limits_ms": round(e, 3),
+        "e_over_bot": round(e / med["bot"], 3),
+        "limits_alone_cpu_ms": round(statistics.median(result["samples"]["limits_alone"]["cpu"]), 3),
+        "limits_alone_wall_ms": round(statistics.median(result["samples"]["limits_alone"]["wall"]), 3),
+        "quota": args.quota,
         "build_two_agents_cpu_ms": round(statistics.median(result["samples"]["build_agents"]["cpu"]), 3),
         "emulated_fixes": args.emulate_fix,
         "history_turns": args.history,
@@ -471,6 +511,7 @@ def print_report(s: dict[str, Any]) -> None:
     print("| arm | CPU ms / message (median) | wall ms (median) |")
     print("|---|---:|---:|")
     for arm, label in (("bot", "whole message through the bot"),
+                       ("unlimited", "the same, without the per-user limits"),
                        ("inbox", "the same, recorded in the durable inbox first"),
                        ("fallback", "the two LLM calls via LLMFallbackModel"),
                        ("bare", "the two LLM calls on plain pydantic-ai")):
@@ -494,6 +535,11 @@ def print_report(s: dict[str, Any]) -> None:
         print(f"Each message continued a thread of {s['history_turns']} turns; ollama's window: "
               f"{s['context_window'] or 'the default'}; the chat requests the primary received had {low}–{high} "
               "characters of messages (the bare arm always sends the whole thread).")
+    quota = f"daily token quota {s['quota']}" if s["quota"] else "no quota"
+    print(f"\n(e) the per-user limits (rate at its defaults, {quota}): {s['e_limits_ms']:.2f} ms = "
+          f"{100 * s['e_over_bot']:.1f} % of the bot's CPU per message; measured alone (the same checks on the "
+          f"same Redis, {s['messages_per_arm']} times): {s['limits_alone_cpu_ms']:.3f} ms CPU, "
+          f"{s['limits_alone_wall_ms']:.3f} ms wall.")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -503,6 +549,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stream", dest="stream", action="store_true", default=None,
                         help="stream the chat call (default: the bot's STREAMING setting if it has one, else off)")
     parser.add_argument("--no-stream", dest="stream", action="store_false")
+    parser.add_argument("--quota", type=int, default=0, metavar="TOKENS",
+                        help="USER_DAILY_TOKENS for the bot (default 0: off), to measure the quota's cost too")
     parser.add_argument("--markdown-reply", action="store_true",
                         help="the providers answer a model-like Markdown answer (tests/model_answers.py)")
     parser.add_argument("--history", type=int, default=0, help="turns already in the thread of each message")

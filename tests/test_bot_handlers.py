@@ -227,19 +227,20 @@ async def llms() -> AsyncIterator[tuple[FakeLLM, FakeLLM]]:
 
 @pytest_asyncio.fixture
 async def make_env(llms: tuple[FakeLLM, FakeLLM]) -> AsyncIterator[Callable[..., Awaitable[Env]]]:
-    """Build the app; `parse_mode=` sets the Bot's default parse mode (to prove model text overrides it)."""
+    """Build the app; `parse_mode=` sets the Bot's default parse mode (to prove model text overrides it);
+    `settings` are further settings."""
     primary, fallback = llms
     built: list[Env] = []
     with aioresponses() as mocked:
         api = BotAPI(mocked)
 
-        async def build(*, parse_mode: str | None = None, redis_url: str | None = None) -> Env:
+        async def build(*, parse_mode: str | None = None, redis_url: str | None = None, **settings: Any) -> Env:
             settings = load_settings(
                 _env_file=None, BOT_TOKEN=TOKEN, ADMIN_IDS=[ADMIN], REDIS_URL=redis_url, TELEGRAM_API_URL=None,
                 OLLAMA_URL=primary.url, OLLAMA_MODEL_NAME=None, OPENAI_MODEL_NAME=None,
                 OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL=fallback.v1_url,
                 AVAILABLE_PROVIDERS={"ollama": ["m1"], "openai": ["g1"]},
-                OLLAMA_TIMEOUT=5, OPENAI_TIMEOUT=5, LLM_CONNECT_TIMEOUT=1, DEFAULT_LANGUAGE="en",
+                OLLAMA_TIMEOUT=5, OPENAI_TIMEOUT=5, LLM_CONNECT_TIMEOUT=1, DEFAULT_LANGUAGE="en", **settings,
             )
             sleeps: list[float] = []
             clock = FakeClock()

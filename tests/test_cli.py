@@ -237,7 +237,7 @@ async def running_bot(monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer
         redis_server.restart()
     redis_server.flushall()
     env = dict(REDIS_URL=redis_server.url, BOT_TOKEN=TOKEN, OPENAI_API_KEY=OPENAI_KEY, OLLAMA_TIMEOUT="3",
-               OPENAI_TIMEOUT="3",
+               OPENAI_TIMEOUT="3", USER_RATE_LIMIT="0",  # the test user writes faster than a person
                AVAILABLE_PROVIDERS='{"ollama": ["m1"], "openai": ["g1"]}')
     async with FakeTelegram(token=TOKEN) as fake, FakeLLM("ollama") as primary, FakeLLM("openai") as fallback:
         env.update(OLLAMA_URL=primary.url, OPENAI_BASE_URL=fallback.v1_url)

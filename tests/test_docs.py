@@ -181,7 +181,7 @@ async def test_the_metrics_table_is_what_the_bot_exports() -> None:
     from aiogram import Dispatcher
     from prometheus_client import CollectorRegistry
 
-    from luka_bot.core.metrics import InboxMetrics, SendMetrics, UpdateMetricsMiddleware
+    from luka_bot.core.metrics import InboxMetrics, SendMetrics, UpdateMetricsMiddleware, throttled_counter
     from luka_bot.services.llm_provider_fallback import create_llm_provider_fallback
     from plugins.llm_fallback import MemoryStateStore
     from plugins.llm_fallback.metrics import FallbackMetrics
@@ -195,6 +195,7 @@ async def test_the_metrics_table_is_what_the_bot_exports() -> None:
     Dispatcher().update.outer_middleware(UpdateMetricsMiddleware(registry))
     InboxMetrics(registry)
     SendMetrics(registry)
+    throttled_counter(registry)
     exported = {(f.name + "_total" if f.type == "counter" else f.name, f.type) for f in registry.collect()}
     documented = {(row[0].strip("`"), row[1]) for row in table_rows("docs/operations.md", "metric")}
     assert documented == exported

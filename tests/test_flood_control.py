@@ -18,10 +18,9 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import wait_until
-from tests.fakes.bot_process import BotProcess, bot_env, empty_redis, says, stop_all
+from tests.fakes.bot_process import BotProcess, bot_env, empty_redis, says, scrape_metrics, stop_all
 from tests.fakes.fake_telegram import Call, FakeTelegram
 from tests.fakes.flood_control import MESSAGE_METHODS, FloodControl
 from tests.fakes.redis_server import RedisServer, free_port
@@ -84,11 +83,7 @@ class World:
         return "\n".join(f"--- bot {i} log (tail) ---\n{bot.log_tail(2500)}" for i, bot in enumerate(self.bots))
 
     async def metrics(self) -> dict[str, float]:
-        async with aiohttp.ClientSession() as http, \
-                http.get(f"http://127.0.0.1:{self.metrics_port}/metrics") as response:
-            text = await response.text()
-        return {f"{s.name}{dict(sorted(s.labels.items()))}": s.value
-                for family in text_string_to_metric_families(text) for s in family.samples}
+        return await scrape_metrics(f"http://127.0.0.1:{self.metrics_port}/metrics")
 
 
 def _env(world_fake: FakeTelegram, primary: PacedLLM, redis_url: str, **settings: object) -> dict[str, str]:

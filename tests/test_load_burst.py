@@ -32,7 +32,7 @@ from aiogram import Bot as AiogramBot
 from aiogram import Dispatcher
 from aiogram.types import Update
 
-from luka_bot.core.config import ConfigError, load_settings
+from luka_bot.core.config import ConfigError, Settings, load_settings
 from luka_bot.services.inbox import Inbox, InboxMiddleware
 from tests.conftest import wait_until
 from tests.fakes.bot_process import BotProcess, bot_env, empty_redis, stop_all
@@ -141,7 +141,8 @@ async def bot(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactor
     fallback = await FakeLLM("openai", latency=LATENCY).start()
     client = aioredis.from_url(redis_server.url, decode_responses=True)
     env = bot_env(fake, primary, fallback, redis_url=redis_server.url, openai_key="sk-test-load", LOG_LEVEL="INFO",
-                  BOT_MAX_CONCURRENT_UPDATES=MAX_UPDATES, LLM_MAX_CONCURRENT_REQUESTS=MAX_LLM_REQUESTS)
+                  BOT_MAX_CONCURRENT_UPDATES=MAX_UPDATES, LLM_MAX_CONCURRENT_REQUESTS=MAX_LLM_REQUESTS,
+                  USER_RATE_LIMIT=Settings.model_fields["USER_RATE_LIMIT"].default)  # one message per user: as shipped
     process = await BotProcess.start(env, workdir, argv=("-c", WRAPPER, str(workdir / "tasks.json")))
     world = Bot(fake, primary, fallback, client, process, workdir / "tasks.json")
     try:

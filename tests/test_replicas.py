@@ -4,8 +4,8 @@ Two real bot processes (`python -m luka_bot`, webhook mode, each on its own port
 token and secret) share one real redis-server, one fake Bot API and two fake LLM servers
 (ollama = primary, openai = fallback). The test plays Telegram: it posts each update, signed
 with the secret, alternately to replica 0 and replica 1. The tests are one story, in file order.
-Replica 0 serves `/metrics` on its webhook port (METRICS_PORT == WEBHOOK_PORT); the story reads
-the provider state there instead of sleeping through cooldowns.
+Each replica serves `/metrics` on its webhook port (METRICS_PORT == WEBHOOK_PORT); the story reads
+the provider state there instead of sleeping through cooldowns, and counts the updates handled.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 import pytest_asyncio
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import wait_until
-from tests.fakes.bot_process import BotProcess, bot_env, empty_redis, says, stop_all
+from tests.fakes.bot_process import BotProcess, bot_env, empty_redis, says, scrape_metrics, stop_all
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.fake_telegram import Call, FakeTelegram
 from tests.fakes.redis_server import RedisServer, free_port, redis_server_available
@@ -42,6 +41,7 @@ USERS = list(range(7101, 7109))
 COOLDOWN = 3
 PROBE_INTERVAL = 1  # background recovery probes, scaled to the 3 s cooldown as in the outage drill
 WAIT = 20.0
+RATE_LIMIT, RATE_BURST = 20, 5  # per user: 20 messages per 10 s, 5 at once; the story's users stay below
 
 
 @dataclass
@@ -90,12 +90,8 @@ class Replicas:
         return [c.params["text"] for c in self.fake.calls_of("sendMessage")
                 if c.ok and c.params.get("chat_id") == ADMIN and c.params["text"].startswith(prefix)]
 
-    async def metrics(self) -> dict[str, float]:
-        async with self.http.get(f"http://127.0.0.1:{self.ports[0]}/metrics") as response:
-            assert response.status == 200
-            text = await response.text()
-        return {f"{s.name}{dict(sorted(s.labels.items()))}": s.value
-                for family in text_string_to_metric_families(text) for s in family.samples}
+    async def metrics(self, replica: int = 0) -> dict[str, float]:
+        return await scrape_metrics(f"http://127.0.0.1:{self.ports[replica]}/metrics", self.http)
 
     async def wait_state(self, provider: str, state: str) -> None:
         """Until replica 0's /metrics says `provider` is in `state` (a cooldown running out, say)."""
@@ -115,7 +111,10 @@ def replica_env(fake: FakeTelegram, primary: FakeLLM, fallback: FakeLLM, redis_u
     env = bot_env(fake, primary, fallback, redis_url=redis_url, admin=ADMIN, openai_key=OPENAI_KEY,
                   OLLAMA_TIMEOUT=5, OPENAI_TIMEOUT=5, LLM_CONNECT_TIMEOUT=1, LLM_FAILURE_COOLDOWN=COOLDOWN,
                   LLM_RECOVERY_PROBE_INTERVAL=PROBE_INTERVAL, WEBHOOK_URL=f"http://127.0.0.1:{port}", WEBHOOK_HOST="127.0.0.1", WEBHOOK_PORT=port,
-                  WEBHOOK_SECRET=SECRET)
+                  WEBHOOK_SECRET=SECRET, USER_RATE_LIMIT=RATE_LIMIT, USER_RATE_WINDOW=10, USER_RATE_BURST=RATE_BURST,
+                  # two replicas and a burst on one loaded host: a Redis reply a little late must not make a
+                  # replica fall back to process-local state (and per-replica limits) mid-story
+                  REDIS_SOCKET_TIMEOUT=3)
     if metrics:
         env.update(METRICS_PORT=str(port), METRICS_HOST="127.0.0.1")
     return env
@@ -133,7 +132,7 @@ async def bot(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactor
     fallback = await FakeLLM("openai", latency=0.05).start()
     http = aiohttp.ClientSession()
     ports = [free_port(), free_port()]
-    bots = [await BotProcess.start(replica_env(fake, primary, fallback, redis_server.url, port, metrics=i == 0),
+    bots = [await BotProcess.start(replica_env(fake, primary, fallback, redis_server.url, port, metrics=True),
                                    workdir, log_name=f"replica{i}.log") for i, port in enumerate(ports)]
     replicas = Replicas(fake, primary, fallback, ports, bots, http)
     try:
@@ -246,3 +245,37 @@ async def test_stop_pressed_on_the_other_replica_stops_the_reply(bot: Replicas) 
     assert bot.fallback.count() == fallback_before, "a Stop is not a failure: nothing falls back"
     scraped = await bot.metrics()
     assert scraped["llm_provider_state{'provider': 'ollama', 'state': 'healthy'}"] == 1
+
+
+async def test_two_replicas_share_each_users_rate_limit(bot: Replicas) -> None:
+    """One user's 40 messages at once, alternately to each replica: the bot answers the burst the
+    limit allows once for the whole bot (USER_RATE_BURST), not once per replica, with one notice."""
+    spammer, messages = 7201, 40
+
+    async def handled() -> float:
+        return sum([(await bot.metrics(replica)).get("bot_update_seconds_count{}", 0) for replica in (0, 1)])
+
+    before = await handled()
+    mark = bot.fake.mark()
+    await asyncio.gather(*(bot.post(f"spam {i}", spammer) for i in range(messages)))
+
+    def sent() -> list[str]:
+        return [c.params["text"] for c in bot.fake.calls[mark:]
+                if c.method == "sendMessage" and c.ok and c.params.get("chat_id") == spammer]
+
+    def answers() -> list[str]:
+        return [t for t in sent() if t.startswith("answer from")]
+
+    # Telegram dates messages to the second: a burst across a second boundary may find 2 more tokens
+    for _ in range(int(WAIT / 0.05)):
+        assert len(answers()) <= RATE_BURST + 2, f"{len(answers())} answers to one user's burst (and counting)"
+        if await handled() >= before + messages:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"not all {messages} messages were handled\n{bot.log_tails()}")
+    assert len(answers()) >= RATE_BURST, sent()
+    notices = [t for t in sent() if t.startswith("⏳")]
+    assert notices == ["⏳ Too many messages: I skipped this one. Write again in 1s."], notices
+    throttled = [(await bot.metrics(r)).get("bot_throttled_total{'reason': 'rate'}", 0) for r in (0, 1)]
+    assert sum(throttled) == messages - len(answers()) and all(throttled), throttled

@@ -17,6 +17,7 @@ from luka_bot.core.metrics import BotMetrics, setup_metrics
 from luka_bot.core.polling_conflict import PollingConflictMiddleware
 from luka_bot.core.send_pacer import PacedSends, paced_sends, setup_paced_sends
 from luka_bot.core.telegram_responses import PinResponseModels
+from luka_bot.core.user_limits import setup_user_limits
 from luka_bot.handlers import get_routers
 from luka_bot.services.bot_store import BotStore
 from luka_bot.services.conversations import Conversations
@@ -85,6 +86,7 @@ def build_app(settings: Settings, *, fallback: LLMProviderFallback | None = None
                                                    markdown=settings.MARKDOWN == "on"))
     paced = setup_paced_sends(bot, dp, stores.shared, settings.redis_prefixes()[1] + "send:")
     metrics = setup_metrics(settings, fallback, dp, paced)  # None unless METRICS_PORT is set
+    setup_user_limits(dp, settings, stores.shared, metrics)
     SimpleI18nMiddleware(i18n).setup(dp)
     setup_llm_fallback(dp, fallback, admin_ids=settings.ADMIN_IDS, models=LLMModelFactory(fallback),
                        alert_locale=settings.DEFAULT_LANGUAGE)

@@ -3,8 +3,8 @@
 Without `METRICS_PORT` nothing here is imported and the bot runs as before. With it, the
 engine's metrics (`plugins.llm_fallback.metrics`), the bot's update metrics
 (`bot_updates_total{type}`, `bot_update_seconds`, `bot_updates_in_flight`, from an outer
-middleware on `dp.update`), the durable inbox's (`bot_inbox_pending`, `bot_inbox_oldest_seconds`,
-`bot_inbox_claimed_total`) and the send pacer's (`telegram_requests_total{method,outcome}`,
+middleware on `dp.update`), the per-user limits' (`bot_throttled_total{reason}`), the durable inbox's
+(`bot_inbox_pending`, `bot_inbox_oldest_seconds`, `bot_inbox_claimed_total`) and the send pacer's (`telegram_requests_total{method,outcome}`,
 `telegram_flood_waits_total{scope}`, `telegram_send_wait_seconds`, `telegram_sends_waiting`)
 are served on `METRICS_HOST:METRICS_PORT/metrics`. In webhook mode
 with `METRICS_PORT == WEBHOOK_PORT` the webhook's own web server serves `/metrics`
@@ -106,6 +106,17 @@ class SendMetrics:
 
     def waiting(self, change: int) -> None:
         self.queue.inc(change)
+
+
+def throttled_counter(registry: Any) -> Callable[[str], None]:
+    """`bot_throttled_total{reason}`: messages that cost no LLM call, their user being over a limit."""
+    from prometheus_client import Counter
+
+    counter = Counter("bot_throttled", "Messages that cost no LLM call because their user was over a per-user "
+                      "limit (rate, quota)", ["reason"], registry=registry)
+    for reason in ("rate", "quota"):
+        counter.labels(reason)  # both series exist (at 0) before the first refusal
+    return lambda reason: counter.labels(reason).inc()
 
 
 class BotMetrics:

@@ -19,6 +19,7 @@ from aiogram.utils.i18n import gettext as _
 from pydantic_ai.exceptions import ContentFilterError
 
 from luka_bot.core.send_pacer import Priority, sending_as
+from luka_bot.core.user_limits import COSTS_LLM
 from luka_bot.services.agent_factory import create_static_agent_with_basic_tools, tool_has_side_effects
 from luka_bot.services.conversations import Conversations
 from luka_bot.services.llm_model_factory import LLMModelFactory
@@ -80,7 +81,7 @@ def build_router() -> Router:
         lines = [_("🧵 Your recent threads:")] + [f"{i}. {t.name}" for i, t in enumerate(threads[:10], start=1)]
         await message.answer("\n".join(lines), parse_mode=None)
 
-    @router.message(F.text & ~F.text.startswith("/"))
+    @router.message(F.text & ~F.text.startswith("/"), flags={COSTS_LLM: True})  # within the user's limits
     async def chat(message: Message, bot: Bot, conversations: Conversations, llm_models: LLMModelFactory,
                    reply_streaming: ReplyStreaming = STREAMING_OFF) -> None:
         user_id = message.chat.id

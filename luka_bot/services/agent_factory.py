@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pydantic_ai import Agent, Tool
 from pydantic_ai.capabilities import RaiseContentFilterError
 
+from luka_bot.core.user_limits import CountTokens
 from plugins.llm_fallback import ModelFactory
 
 SYSTEM_PROMPT = (
@@ -88,9 +89,10 @@ TOOLS = (
 )
 
 
-CAPABILITIES = [RaiseContentFilterError()]
+CAPABILITIES = [RaiseContentFilterError(), CountTokens()]
 """A reply the provider's content filter stopped is a refusal (raised), never an answer shown and stored as
-if complete: DESIGN.md, "never route around a safety refusal"."""
+if complete: DESIGN.md, "never route around a safety refusal". Each run's tokens count against the user
+served (`luka_bot.core.user_limits`: the daily quota)."""
 
 
 def tool_has_side_effects(name: str) -> bool:

@@ -64,11 +64,17 @@ def _shared(settings: Settings, monotonic: Clock) -> SharedRedis | None:
     return SharedRedis(connect_redis(options), retry_interval=settings.REDIS_RETRY_INTERVAL, monotonic=monotonic)
 
 
-def _fallback_store(settings: Settings, shared: SharedRedis | None, clock: Clock) -> StateStore:
+def state_store(shared: SharedRedis | None, prefix: str, clock: Clock = time.time) -> StateStore:
+    """A `StateStore` under `prefix` on the process's one Redis, process memory standing in while Redis does not
+    answer (memory only without Redis); `close()` it when done (the last store closes the pool)."""
     if shared is None:
         return MemoryStateStore(clock)
-    prefix, _ = settings.redis_prefixes()
     return RedisWithLocalFallback(RedisStateStore(shared.client, prefix=prefix), MemoryStateStore(clock), shared=shared)
+
+
+def _fallback_store(settings: Settings, shared: SharedRedis | None, clock: Clock) -> StateStore:
+    prefix, _ = settings.redis_prefixes()
+    return state_store(shared, prefix, clock)
 
 
 def build_stores(settings: Settings, *, clock: Clock = time.time, monotonic: Clock = time.monotonic) -> Stores:

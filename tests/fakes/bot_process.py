@@ -5,12 +5,14 @@ Shared by the end-to-end tests and `benchmarks/load_burst.py`, so it needs no py
 - `bot_env(...)`: the bot's environment (this process's, minus every Settings field, plus the fakes);
 - `BotProcess`: start it with a log file, wait for long polling / the webhook server, read the log, stop it;
 - `empty_redis(...)` / `stop_all(...)`: a module's redis-server emptied first, its fakes stopped last;
-- `says(...)` / `texts(...)`: the bot's successful sendMessage calls to one chat, as the user sees them.
+- `says(...)` / `texts(...)`: the bot's successful sendMessage calls to one chat, as the user sees them;
+- `scrape_metrics(url)`: a bot's `/metrics`, one value per sample.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -45,8 +47,11 @@ def bot_env(fake: FakeTelegram, primary: _Provider | None = None, fallback: _Pro
     m1), `fallback` is "openai" (model g1, key `openai_key`); `settings` are any further bot settings.
 
     Readiness checks of the standby are off unless a test sets `LLM_STANDBY_CHECK_INTERVAL`: a check
-    30 s after start-up would add a request (and maybe an alert) to whatever a test is counting."""
+    30 s after start-up would add a request (and maybe an alert) to whatever a test is counting.
+    Scripted users write faster than people do, so the per-user rate limit is off unless `settings`
+    set `USER_RATE_LIMIT` (tests/test_e2e_user_limits.py and tests/test_replicas.py do)."""
     env = {k: v for k, v in os.environ.items() if k not in Settings.model_fields}
+    settings.setdefault("USER_RATE_LIMIT", 0)
     env.update(BOT_TOKEN=fake.token, TELEGRAM_API_URL=fake.url, PYTHONUNBUFFERED="1", LLM_STANDBY_CHECK_INTERVAL="0")
     if admin is not None:
         env["ADMIN_IDS"] = str(admin)
@@ -148,6 +153,20 @@ class BotProcess:
 def log_tails(bots: Sequence[BotProcess], name: str = "bot", chars: int = 2500) -> str:
     """The log tails of several bot processes, each under a header (an assertion message)."""
     return "\n".join(f"--- {name} {i} log (tail) ---\n{bot.log_tail(chars)}" for i, bot in enumerate(bots))
+
+
+async def scrape_metrics(url: str, http: aiohttp.ClientSession | None = None) -> dict[str, float]:
+    """A bot's `/metrics` at `url`, as `{"name{'label': 'value'}": value}` (labels sorted; `name{}` without)."""
+    from prometheus_client.parser import text_string_to_metric_families  # dev/metrics extra, not for benchmarks
+
+    async with contextlib.AsyncExitStack() as stack:
+        if http is None:
+            http = await stack.enter_async_context(aiohttp.ClientSession())
+        async with http.get(url) as response:
+            assert response.status == 200, response.status
+            text = await response.text()
+    return {f"{s.name}{dict(sorted(s.labels.items()))}": s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def sent(chat_id: int, check: Callable[[str], bool]) -> Callable[[Call], bool]:

@@ -5,6 +5,7 @@ One module per area, combined into `Settings` (settings.py):
 - telegram.py: BOT_TOKEN, ADMIN_IDS, TELEGRAM_API_URL, DEFAULT_LANGUAGE, WEBHOOK_*;
 - bot.py: how the process runs: LOG_LEVEL, METRICS_*, BOT_MAX_CONCURRENT_UPDATES, INBOX_*, conversations,
   streamed replies;
+- user_limits.py: what one user may cost (USER_RATE_*, USER_DAILY_TOKENS);
 - redis.py: REDIS_*;
 - providers.py: the providers themselves: AVAILABLE_PROVIDERS (order and default models),
   OLLAMA_*, OPENAI_*, LLM_EXTRA_PROVIDERS, LLM_CONNECT_TIMEOUT, and `provider_specs()`;

@@ -12,10 +12,12 @@ from luka_bot.core.config.fallback import FallbackSettings
 from luka_bot.core.config.providers import ProviderSettings
 from luka_bot.core.config.redis import RedisSettings
 from luka_bot.core.config.telegram import TelegramSettings
+from luka_bot.core.config.user_limits import UserLimitSettings
 from luka_bot.core.config.values import drop_blank_values
 
 
-class Settings(TelegramSettings, BotSettings, RedisSettings, ProviderSettings, FallbackSettings, BaseSettings):
+class Settings(TelegramSettings, BotSettings, UserLimitSettings, RedisSettings, ProviderSettings, FallbackSettings,
+               BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     @model_validator(mode="before")

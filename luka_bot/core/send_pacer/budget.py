@@ -1,11 +1,12 @@
 """The send budget: token buckets (pyrate-limiter's GCRA), in Redis for the whole bot or in this process.
 
 A bucket is one key: `all` (the bot's overall rate) or `chat:<id>` (one chat's rate and, for a
-group, its per-minute rate too, both in the same key so one atomic step checks both). `take()`
-spends one token if the bucket has one and otherwise says how long until it will; it never
-waits itself. With Redis (`share()`) every replica spends from the same buckets, under the bot's
-key prefix; while Redis does not answer (or without it) each process spends from its own buckets
-at the full rate: sending never stops for want of Redis.
+group, its per-minute rate too, both in the same key so one atomic step checks both). The
+buckets are `luka_bot.core.rate_buckets`: `take()` spends one token if the bucket has one and
+otherwise says how long until it will, never waiting itself; with Redis (`share()`) every
+replica spends from the same buckets, under the bot's key prefix; while Redis does not answer
+(or without it) each process spends from its own buckets at the full rate: sending never stops
+for want of Redis.
 
 Spare sends (frames) see the same buckets with a burst of 1 (`spare=True`: the same rate and
 the same stored state): one is admitted only while its buckets are full, i.e. it takes a token
@@ -15,17 +16,12 @@ that would otherwise overflow, never one an answer is about to need; otherwise i
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyrate_limiter import GCRA, Duration, Rate
-from pyrate_limiter.abstracts.algorithm import Decision
-from pyrate_limiter.buckets.redis_state import RedisStateStore
-from pyrate_limiter.buckets.state_bucket import InMemoryStateStore
+from pyrate_limiter import Duration, Rate
 
-from plugins.llm_fallback import SharedRedis
+from luka_bot.core.rate_buckets import Clock, RateBuckets
 
-Clock = Callable[[], float]
 ChatId = int | str
 
 RESOLUTION = 1_000_000
@@ -64,70 +60,9 @@ class Limits:
         return rates
 
 
-class SendBudget:
-    """Token buckets by key; `take()` spends one token or says how long until one is there."""
+class SendBudget(RateBuckets):
+    """The send pacer's buckets (`all`, `chat:<id>`) and its `limits`; `take()` as `RateBuckets.take`."""
 
     def __init__(self, limits: Limits, *, clock: Clock = time.time):
+        super().__init__(clock=clock, forget_after=IDLE_FORGET, name="send budget")
         self.limits = limits
-        self.clock = clock
-        self.algorithm = GCRA()
-        self.shared: SharedRedis | None = None
-        self.prefix = ""
-        self._local: dict[str, InMemoryStateStore] = {}
-        self._remote: dict[str, RedisStateStore] = {}
-        self._used: dict[str, float] = {}
-        self._pruned_at = 0.0
-
-    def share(self, shared: SharedRedis | None, prefix: str) -> None:
-        """Spend from buckets in this Redis (every replica of the bot), under `prefix`."""
-        self.shared = shared
-        self.prefix = prefix
-        self._remote.clear()
-
-    @property
-    def scope(self) -> str:
-        """Who shares this budget: `bot` (every replica, through Redis) or `process`."""
-        return "bot" if self.shared is not None and self.shared.kind == "redis" else "process"
-
-    async def take(self, key: str, rates: list[Rate]) -> float:
-        """Spend one token of `key` (0.0), or take nothing and return the seconds until one is there."""
-        now = self.clock()
-        self._used[key] = now
-        if len(self._used) > 1000 and now - self._pruned_at > IDLE_FORGET:
-            self._prune(now)
-        now_ms = int(now * 1000)
-        if self.shared is None:
-            decision = self._local_store(key).check(self.algorithm, rates, now_ms, 1)
-        else:
-            remote = self._remote_store(key)
-
-            async def in_redis() -> Decision:
-                return await remote.check(self.algorithm, rates, now_ms, 1)  # type: ignore[misc]
-
-            async def here() -> Decision:
-                return self._local_store(key).check(self.algorithm, rates, now_ms, 1)
-
-            decision = await self.shared.run("send budget", in_redis, here)
-        if decision.allowed:
-            return 0.0
-        return max(decision.retry_after_ms or 1, 1) / 1000
-
-    def _local_store(self, key: str) -> InMemoryStateStore:
-        store = self._local.get(key)
-        if store is None:
-            store = self._local[key] = InMemoryStateStore()
-        return store
-
-    def _remote_store(self, key: str) -> RedisStateStore:
-        store = self._remote.get(key)
-        if store is None:
-            assert self.shared is not None
-            store = self._remote[key] = RedisStateStore(self.shared.client, f"{self.prefix}{key}")
-        return store
-
-    def _prune(self, now: float) -> None:
-        self._pruned_at = now
-        for key in [k for k, used in self._used.items() if now - used > IDLE_FORGET]:
-            del self._used[key]
-            self._local.pop(key, None)
-            self._remote.pop(key, None)
