@@ -81,3 +81,11 @@ def test_the_alert_event_carries_what_the_admin_needs() -> None:
     alerts = AdminAlerts(None, None, [1])  # type: ignore[arg-type]
     assert alerts._text(event) == ("⚠️ openai model gpt-5 is deprecated, retirement on 2026-12-11. Replacement: "
                                    "gpt-6.1-sol.")
+
+
+def test_the_engines_start_up_line_claims_no_fallback_whose_models_are_all_retired(caplog) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="llm_fallback"):
+        engine_with(("gpt-4-turbo",), FakeClock(DAY))
+    assert "🔧 Primary: ollama, Fallback: none (every model of openai is retired)" in caplog.text

@@ -31,6 +31,7 @@ from .attempt import ProviderAttempt
 from .background import BackgroundChecks
 from .budget import Budgets
 from .checks import check_provider
+from .deprecations import Lifecycle, model_status
 from .errors import AllProvidersFailedError, Blame, FailedAttempt, FailureKind, classify, describe, redact
 from .events import EventBus, HealthEvent, Listener
 from .force import check_force
@@ -133,13 +134,19 @@ class LLMProviderFallback:
         return self.providers.clients
 
     def _fallbacks_text(self) -> str:
-        """The fallbacks that can answer, and those that can't for want of a setting (never "healthy" by name alone)."""
+        """The fallbacks that can answer, and those that can't: for want of a setting, or because every
+        model of theirs is retired (never "healthy" by name alone)."""
         hints = self.providers.setting_hints
-        ready = [p for p in self.order[1:] if p in self.configured]
-        missing = [f"{p} is not configured: set {hints.get(p, 'its settings')}" for p in self.order[1:]
-                   if p not in self.configured]
+        cannot: dict[str, str] = {}
+        for provider in self.order[1:]:
+            spec = self.specs[provider]
+            if not spec.configured:
+                cannot[provider] = f"{provider} is not configured: set {hints.get(provider, 'its settings')}"
+            elif all(_retired(spec.kind, model) for model in spec.models):
+                cannot[provider] = f"every model of {provider} is retired"
+        ready = [p for p in self.order[1:] if p not in cannot]
         text = ", ".join(ready) or "none"
-        return f"{text} ({'; '.join(missing)})" if missing else text
+        return f"{text} ({'; '.join(cannot.values())})" if cannot else text
 
     def redact(self, text: str) -> str:
         return redact(text, self.providers.secrets)
@@ -279,3 +286,9 @@ class LLMProviderFallback:
         self.loop_lag.stop()
         await self.providers.aclose()
         await self.store.close()
+
+
+def _retired(kind: str, model: str) -> bool:
+    """Retired by its vendor, its requests failing (not answered by a successor)."""
+    status = model_status(kind, model)
+    return status.lifecycle is Lifecycle.RETIRED and status.rerouted_to is None
