@@ -33,10 +33,11 @@ With ``--markdown-reply`` the providers answer a model-like Markdown answer (``t
 headings, lists, code, a table, a link) instead of one short line: what rendering costs.
 
 ``--arms bot fallback bare`` leaves the ``inbox`` arm out: the three arms and rotation of this
-benchmark before the inbox, for comparisons with it. The order matters: ``process_time`` also
-counts what this process does while the fakes and Redis are still busy with the previous arm's
-work, and in the four-arm rotation ``fallback`` follows ``inbox`` (the heaviest) in three of four
-rounds, which adds 1–1.5 ms to (b) (measured: (b) 2.5–3.0 ms with four arms, 1.3 ms with three).
+benchmark before the inbox, for comparisons with it. The order matters: in the four-arm rotation
+``fallback`` follows ``inbox`` (the heaviest arm, 66 ms wall) in three of four rounds and its CPU
+time grows by 1–1.5 ms ((b) 2.5–3.0 ms with four arms; 1.3 ms with three, or with four arms and
+a 50 ms pause after each; no task of the bot is left running when an arm returns, so the likely
+cause is the fakes and Redis still busy on the 2 shared cores when the next arm starts).
 
     python benchmarks/message_cost.py [--messages 300] [--profile 200] [--profile-out prof.txt] [--json out.json]
 """
