@@ -33,11 +33,10 @@ With ``--markdown-reply`` the providers answer a model-like Markdown answer (``t
 headings, lists, code, a table, a link) instead of one short line: what rendering costs.
 
 ``--arms bot fallback bare`` leaves the ``inbox`` arm out: the three arms and rotation of this
-benchmark before the inbox, for comparisons with it. The order matters: in the four-arm rotation
-``fallback`` follows ``inbox`` (the heaviest arm, 66 ms wall) in three of four rounds and its CPU
-time grows by 1–1.5 ms ((b) 2.5–3.0 ms with four arms; 1.3 ms with three, or with four arms and
-a 50 ms pause after each; no task of the bot is left running when an arm returns, so the likely
-cause is the fakes and Redis still busy on the 2 shared cores when the next arm starts).
+benchmark before the inbox, for comparisons with it. The arms are not independent: on a 2-core
+machine a ``fallback`` message right after a ``bot`` message measured 1.7 ms more CPU than one
+right after a ``bare`` message (the bot as of the send pacer; 0.3 ms before it), which puts
+1–1.8 ms into (b) that the fallback layer alone does not cost (docs/performance.md, section 9).
 
     python benchmarks/message_cost.py [--messages 300] [--profile 200] [--profile-out prof.txt] [--json out.json]
 """
