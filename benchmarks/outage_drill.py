@@ -17,7 +17,15 @@ spawn) so the fakes and the load never share an event loop:
 - ``luka-hedge``        ``luka-memory`` with ``hedge_delay=--hedge-delay`` (default 0.5 s): a primary
                         without a first token after the delay gets the fallback started beside it;
 - ``luka-hedge-auto``   ``luka-memory`` with ``hedge_delay="auto"`` (warmed with 30 requests, so the
-                        delay has learned the primary's time to first token, as a running bot has).
+                        delay has learned the primary's time to first token, as a running bot has);
+- ``luka-probes``       ``luka-memory`` with background recovery probes, ``recovery_probe_interval=--probe-interval``
+                        (default 1 s), started as the bot's dispatcher starts them (``engine.background.start()``);
+                        several ``--probe-interval`` values give one arm each (``luka-probes@<value>s``);
+- ``luka-probes-redis-2proc``  ``luka-redis-2proc`` with the same probes (one prober for both processes).
+
+The other ``luka-*`` arms run the engine's default, probes off (the first request after the
+cooldown probes the primary). ``--probe-timeout`` sets the probe arms' ``engine.background.timeout``
+(emulating a probe bounded by another timeout than the engine's ``CHECK_TIMEOUT``).
 
 Every strategy uses the same client timeouts: connect 1 s, read ``--timeout`` (default 2 s; for
 ``slow`` --slow-s + 2 s, so the slow primary answers within it). Requests are streamed
@@ -40,7 +48,15 @@ the primary server received inside the outage window; for ``refuse`` nothing rea
 the client counts them: every strategy's primary HTTP client records each attempt it starts
 (an httpx request event hook for the pydantic-ai/openai clients, LiteLLM's ``log_pre_api_call``
 callback for the Router) — one attempt = one connection attempt on a closed port. Both counts are
-printed for every kind, as a cross-check.
+printed for every kind, as a cross-check. Each attempt is also split into a user request or a
+background recovery probe (the engine's 1-token request for ``CHECK_PROMPT``, ``max_tokens`` or
+``max_completion_tokens`` = 1, recognised in the request body on both sides).
+
+Third table of each kind, and a summary over all kinds at the end: back on the primary (below)
+against LiteLLM's in the same run (goal: ≤); the dead-primary attempts by user requests and by
+probes; the user requests in flight when the failure became known (at the first answer the
+fallback gave during the outage, that request included) and the goal that user requests on the
+dead primary stay within them; user attempts after detection; probes sent over the whole run.
 
 Latency percentiles are over successful requests, from the scheduled arrival to the answer
 (waiting for a free slot counts). "healthy p99" (the baseline for the outage p99) is over the
@@ -82,11 +98,19 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RedisProcess, exit_on_sigterm, fmt, percentile, rnd
 
+from plugins.llm_fallback.checks import CHECK_PROMPT
 from tests.fakes.fake_llm import FakeLLM
 
 KINDS = ("refuse", "hang", "slow", "http500", "http429", "none")
-STRATEGIES = ("direct", "fallbackmodel", "litellm", "luka-memory", "luka-redis-2proc", "luka-hedge", "luka-hedge-auto")
+STRATEGIES = ("direct", "fallbackmodel", "litellm", "luka-memory", "luka-redis-2proc", "luka-hedge", "luka-hedge-auto",
+              "luka-probes", "luka-probes-redis-2proc")
 HEDGED = ("luka-hedge", "luka-hedge-auto")
+PROBED = ("luka-probes", "luka-probes-redis-2proc")
+"""Arms with background recovery probes (`recovery_probe_interval=--probe-interval`)."""
+TWO_PROCESSES = ("luka-redis-2proc", "luka-probes-redis-2proc")
+"""Arms whose requests are split over 2 client processes sharing one redis-server."""
+REFERENCE = "litellm"
+"""The arm whose "back on the primary" time the other arms are held to (goal: ≤ it, same run)."""
 NO_HEDGE_BASELINE = "luka-memory"
 """The arm a hedged arm's extra fallback calls are counted against (same engine and store, no hedge)."""
 AUTO_WARM_REQUESTS = 30
@@ -98,16 +122,32 @@ API_KEY = "sk-bench-not-a-secret"
 # --- the fakes (parent process) ---------------------------------------------------------------------
 
 
+def is_probe(body: Any) -> bool:
+    """A background recovery probe: the engine's 1-token check of the prompt `CHECK_PROMPT`.
+
+    `body` is a chat completion request (a parsed dict, or its JSON bytes as the client sends it)."""
+    if isinstance(body, bytes | str):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return False
+    if not isinstance(body, dict):
+        return False
+    one_token = 1 in (body.get("max_tokens"), body.get("max_completion_tokens"))
+    return one_token and CHECK_PROMPT in json.dumps(body.get("messages"))
+
+
 class TimedFakeLLM(FakeLLM):
-    """A FakeLLM that also remembers when each chat completion request arrived."""
+    """A FakeLLM that also remembers when each chat completion request arrived, and whether it was a probe."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.stamps: list[float] = []
+        self.stamps: list[tuple[float, bool]] = []
 
-    async def _chat(self, request: Any) -> Any:
-        self.stamps.append(time.time())
-        return await super()._chat(request)
+    async def _read_body(self, request: Any) -> dict[str, Any]:  # type: ignore[override]
+        body = await FakeLLM._read_body(request)
+        self.stamps.append((time.time(), is_probe(body)))
+        return body
 
 
 # --- one client process -------------------------------------------------------------------------------
@@ -136,21 +176,22 @@ def _served_by(text: str) -> str | None:
     return None
 
 
-async def _build(strategy: str, cfg: dict[str, Any], attempts: list[float],
+async def _build(strategy: str, cfg: dict[str, Any], attempts: list[tuple[float, bool]],
                  events: dict[str, Any]) -> tuple[Any, Any]:
     """((ask, warm), closer) for one strategy; ``ask()`` returns (answer text, time of its first event).
 
     With ``cfg["stream"]`` every strategy streams (pydantic-ai ``model_request_stream``, LiteLLM
     ``stream=True``) and the first event's time is the time to first token; otherwise the first
     event is the whole response. ``events`` collects what the engine tells its listeners (hedges).
+    ``attempts`` gets (time, is a probe) for every request the primary's HTTP client starts.
     """
     stream = cfg["stream"]
     primary_url, fallback_url = cfg["primary_url"], cfg["fallback_url"]
     read_timeout = cfg["timeout"]
 
-    def on_attempt(path: str) -> None:
+    def on_attempt(path: str, body: bytes) -> None:
         if path.endswith("/chat/completions"):
-            attempts.append(time.time())
+            attempts.append((time.time(), is_probe(body)))
 
     if strategy == "litellm":
         import httpx
@@ -167,7 +208,7 @@ async def _build(strategy: str, cfg: dict[str, Any], attempts: list[float],
                 params = kwargs.get("litellm_params") or {}
                 base = str(params.get("api_base") or kwargs.get("api_base") or "")
                 if base.rstrip("/") == primary_url.rstrip("/"):
-                    attempts.append(time.time())
+                    attempts.append((time.time(), False))  # the Router has no probes of its own
 
         litellm.callbacks = [AttemptCounter()]
         timeout = httpx.Timeout(read_timeout, connect=CONNECT_TIMEOUT)
@@ -221,7 +262,7 @@ async def _build(strategy: str, cfg: dict[str, Any], attempts: list[float],
     messages = [ModelRequest.user_text_prompt("hi")]
 
     async def hook(request: Any) -> None:
-        on_attempt(request.url.path)
+        on_attempt(request.url.path, request.content)
 
     def text_of(response: Any) -> str:
         return "".join(getattr(part, "content", "") or "" for part in response.parts)
@@ -266,25 +307,29 @@ async def _build(strategy: str, cfg: dict[str, Any], attempts: list[float],
     from pydantic import SecretStr
 
     from plugins.llm_fallback import (
-        RedisWithLocalFallback,
         LLMFallbackModel,
         LLMProviderFallback,
         MemoryStateStore,
         ProviderSpec,
         RedisStateStore,
+        RedisWithLocalFallback,
     )
     from plugins.llm_fallback.events import HedgeEvent
 
     store = (RedisWithLocalFallback(RedisStateStore.from_url(cfg["redis_url"], prefix=cfg["redis_prefix"]))
-             if strategy == "luka-redis-2proc" else MemoryStateStore())
+             if strategy in TWO_PROCESSES else MemoryStateStore())
     hedge_delay = {"luka-hedge": cfg["hedge_delay"], "luka-hedge-auto": "auto"}.get(strategy)
     engine = LLMProviderFallback(
         [ProviderSpec("ollama", "ollama", primary_url, ("m1",), timeout=read_timeout, connect_timeout=CONNECT_TIMEOUT),
          ProviderSpec("openai", "openai", fallback_url, ("g1",), api_key=SecretStr(API_KEY), timeout=read_timeout,
                       connect_timeout=CONNECT_TIMEOUT)],
         store, failure_cooldown=cfg["cooldown"], preferred_ttl=1800, hedge_delay=hedge_delay,
+        recovery_probe_interval=cfg["probe_interval"] if strategy in PROBED else 0,
     )
     engine.clients["ollama"].client._client.event_hooks["request"].append(hook)
+    if strategy in PROBED and cfg["probe_timeout"] is not None:
+        engine.background.timeout = cfg["probe_timeout"]  # --probe-timeout: emulates a probe bounded otherwise
+    engine.background.start()  # what setup_llm_fallback does on the dispatcher's start-up (nothing without probes)
     model = LLMFallbackModel(engine)
     events["hedges"] = []
 
@@ -375,10 +420,13 @@ async def _get(results: Any, timeout: float) -> Any:
 class StrategyRun:
     """One strategy's fakes and client process(es): spawned up front, run on its turn."""
 
-    def __init__(self, kind: str, strategy: str, args: argparse.Namespace, redis_url: str | None, run_id: int):
+    def __init__(self, kind: str, strategy: str, args: argparse.Namespace, redis_url: str | None, run_id: int,
+                 probe_interval: float | None = None, label: str | None = None):
         self.kind, self.strategy, self.args = kind, strategy, args
+        self.label = label or strategy
+        self.probe_interval = probe_interval
         self.redis_url, self.run_id = redis_url, run_id
-        self.processes = 2 if strategy == "luka-redis-2proc" else 1
+        self.processes = 2 if strategy in TWO_PROCESSES else 1
         self.primary = TimedFakeLLM("primary", latency=args.latency_ms / 1000.0)
         self.fallback = TimedFakeLLM("fallback", latency=args.latency_ms / 1000.0)
         self.workers: list[Any] = []
@@ -392,13 +440,14 @@ class StrategyRun:
         args = self.args
         await self.primary.start()
         await self.fallback.start()
-        if self.strategy == "luka-redis-2proc" and self.redis_url is None:
+        if self.strategy in TWO_PROCESSES and self.redis_url is None:
             self.skipped = "redis-server is not installed"
             return
         schedule = [(i, i * self.total / args.requests) for i in range(args.requests)]
         cfg = {"primary_url": self.primary.v1_url, "fallback_url": self.fallback.v1_url, "timeout": args.timeout,
                "cooldown": args.cooldown, "redis_url": self.redis_url, "redis_prefix": f"drill{self.run_id}:",
-               "stream": args.stream, "hedge_delay": args.hedge_delay}
+               "stream": args.stream, "hedge_delay": args.hedge_delay, "probe_interval": self.probe_interval,
+               "probe_timeout": args.probe_timeout}
         ctx = mp.get_context("spawn")
         self.results = ctx.Queue()
         self.controls = [ctx.Queue() for _ in range(self.processes)]
@@ -420,7 +469,7 @@ class StrategyRun:
     async def run(self) -> dict[str, Any]:
         """The timeline, once: healthy → outage → recovered. Returns the raw records."""
         args, primary = self.args, self.primary
-        outcome: dict[str, Any] = {"strategy": self.strategy}
+        outcome: dict[str, Any] = {"strategy": self.label, "probe_interval": self.probe_interval}
         if self.skipped:
             return {**outcome, "skipped": self.skipped}
         for control in self.controls:
@@ -504,9 +553,12 @@ def summarize(run: dict[str, Any], args: argparse.Namespace, kind: str) -> dict[
     during = [r for r in ok if t_out <= t0 + r["arrival"] < t_rec]
     # baseline: answered before the outage began (kind "none": every request)
     healthy = ok if kind == "none" else [r for r in ok if r["end"] < t_out]
-    client_out = sum(1 for a in run["client_attempts"] if t_out <= a < t_rec)
-    server_out = sum(1 for a in run["server_primary"] if t_out <= a < t_rec)
+    client_out = sum(1 for a, _ in run["client_attempts"] if t_out <= a < t_rec)
+    server_out = sum(1 for a, _ in run["server_primary"] if t_out <= a < t_rec)
     primary_attempts = client_out if kind == "refuse" else server_out
+    # (time, is a background probe) of every request the primary got (refuse: its client started)
+    source = run["client_attempts"] if kind == "refuse" else run["server_primary"]
+    probes_in_outage = sum(1 for a, probe in source if probe and t_out <= a < t_rec)
 
     # Back on the primary: the first request arriving after recovery from which on every request
     # was answered by the primary; report when that request finished.
@@ -526,9 +578,14 @@ def summarize(run: dict[str, Any], args: argparse.Namespace, kind: str) -> dict[
                                    and t0 + r["arrival"] < t_rec and latency(r) >= args.timeout * 1000 * 0.95)
     # Attempts on the dead primary once its failure was known (after the first fallback answer):
     # with a working cooldown, one half-open probe per cooldown window.
-    source = run["client_attempts"] if kind == "refuse" else run["server_primary"]
     attempts_after_detection = (None if first_fallback is None
-                                else sum(1 for a in source if first_fallback <= a < t_rec))
+                                else sum(1 for a, _ in source if first_fallback <= a < t_rec))
+    user_after_detection = (None if first_fallback is None
+                            else sum(1 for a, probe in source if first_fallback <= a < t_rec and not probe))
+    # The bound for user requests on the dead primary: those already on their way when the failure
+    # became known (in flight at the first fallback answer of the outage, that request included).
+    in_flight_at_detection = (None if first_fallback is None
+                              else sum(1 for r in records if r["start"] <= first_fallback <= r["end"]))
     errors: dict[str, int] = {}
     for r in records:
         if not r["ok"]:
@@ -553,6 +610,9 @@ def summarize(run: dict[str, Any], args: argparse.Namespace, kind: str) -> dict[
         "hedges_fired": None if hedges is None else len(hedges),
         "hedged_share": None if hedges is None else rnd(len(hedges) / len(records), 4),
         "fallback_calls": run["server_fallback"],
+        "primary_user_attempts_during_outage": primary_attempts - probes_in_outage,
+        "primary_probes_during_outage": probes_in_outage,
+        "probes_sent": sum(1 for _, probe in source if probe),
     }
     context = {
         "healthy_p99_ms": rnd(percentile([latency(r) for r in healthy], 99), 1),
@@ -569,11 +629,14 @@ def summarize(run: dict[str, Any], args: argparse.Namespace, kind: str) -> dict[
         "hedges_in_healthy_phase": None if hedges is None else sum(1 for t, _ in hedges if t < t_out),
         "requests_in_healthy_phase": sum(1 for r in records if t0 + r["arrival"] < t_out),
         "hedge_delay_s": None if not hedges else rnd(max(d for _, d in hedges), 3),
+        "probe_interval_s": run.get("probe_interval"),
+        "user_attempts_after_detection": user_after_detection,
+        "in_flight_at_detection": in_flight_at_detection,
     }
     return {"figures": figures, "context": context, "plot": {
         "t_out": t_out - t0, "t_rec": t_rec - t0,
         "points": [(r["arrival"], latency(r), r["served"] if r["ok"] else "failed") for r in records],
-        "attempts": [a - t0 for a in run["client_attempts"]],
+        "attempts": [(a - t0, probe) for a, probe in source],
     }}
 
 
@@ -593,6 +656,8 @@ def scenario(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         "slow_first_token_s": args.slow_s if kind == "slow" else None,
         "streamed": args.stream,
         "hedge_delay_s": args.hedge_delay,
+        "probe_interval_s": args.probe_interval,
+        "probe_timeout_s": args.probe_timeout,
         "cooldown_windows_in_outage": round(args.outage_s / args.cooldown, 2),
         "arrival_rate_rps": round(args.requests / (args.healthy_s + args.outage_s + args.recovered_s), 2),
         "primary_attempts_counted": ("client-side: attempts started by the primary's HTTP client (port closed)"
@@ -612,7 +677,9 @@ def print_table(kind: str, summaries: dict[str, dict[str, Any]], args: argparse.
           + (f" Slow primary: first token after {args.slow_s:g} s." if kind == "slow" else "")
           + (" No outage (a healthy run)." if kind == "none" else "")
           + f" Requests {'streamed' if args.stream else 'not streamed'}; luka-hedge: hedge delay "
-            f"{args.hedge_delay:g} s; luka-hedge-auto: `auto`.")
+            f"{args.hedge_delay:g} s; luka-hedge-auto: `auto`; luka-probes: probe interval "
+            f"{', '.join(f'{v:g}' for v in args.probe_interval)} s, probe timeout "
+          + (f"{args.probe_timeout:g} s (emulated)." if args.probe_timeout is not None else "the engine's."))
     print()
     print("| strategy | success | p50 ms | p95 ms | p99 ms | healthy p99 ms | outage p99 ms "
           "| primary attempts in outage (client / server) | of which after detection | slow after detection "
@@ -631,6 +698,7 @@ def print_table(kind: str, summaries: dict[str, dict[str, Any]], args: argparse.
               f"| {_dash(c['primary_attempts_after_detection'])} | {_dash(c['slow_after_detection'])} "
               f"| {f['primary_share'] * 100:.1f} % | {fmt(f['recovery_s'], 2)} |")
     print_hedge_table(summaries)
+    print_recovery_table(summaries)
     failures = {n: s["context"]["errors"] for n, s in summaries.items() if "context" in s and s["context"]["errors"]}
     if failures:
         print("\nFailed requests by error: " + "; ".join(
@@ -681,6 +749,55 @@ def print_hedge_table(summaries: dict[str, dict[str, Any]]) -> None:
               f"| {f['fallback_calls']} | {_dash(extra)} | {hedge_goal(s) if name in HEDGED else ''} |")
 
 
+def back_goal(summaries: dict[str, dict[str, Any]], name: str) -> str:
+    """Goal: back on the primary no later than LiteLLM's Router in the same run."""
+    mine = summaries[name]["figures"]["recovery_s"]
+    reference = summaries.get(REFERENCE, {}).get("figures", {}).get("recovery_s")
+    if name == REFERENCE or reference is None:
+        return "—"
+    if mine is None:
+        return "MISSED (not back)"
+    return f"{'met' if mine <= reference else 'MISSED'} ({mine:.2f} vs ≤ {reference:.2f})"
+
+
+def user_goal(s: dict[str, Any]) -> str:
+    """Goal: user requests on the dead primary ≤ the user requests in flight when its failure became known."""
+    users, bound = s["figures"]["primary_user_attempts_during_outage"], s["context"]["in_flight_at_detection"]
+    if bound is None:
+        return "—"
+    return f"{'met' if users <= bound else 'MISSED'} ({users} vs ≤ {bound})"
+
+
+def print_recovery_table(summaries: dict[str, dict[str, Any]]) -> None:
+    print()
+    print("| strategy | probe interval s | back on the primary s | goal: ≤ litellm's | dead-primary attempts "
+          "| by user requests | by background probes | user requests in flight at detection "
+          "| user attempts after detection | goal: user attempts ≤ in flight | probes sent (whole run) |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---|---:|")
+    for name, s in summaries.items():
+        if "skipped" in s:
+            continue
+        f, c = s["figures"], s["context"]
+        print(f"| {name} | {fmt(c['probe_interval_s'], 2) if c['probe_interval_s'] else '—'} "
+              f"| {fmt(f['recovery_s'], 2)} | {back_goal(summaries, name)} "
+              f"| **{f['primary_attempts_during_outage']}** | {f['primary_user_attempts_during_outage']} "
+              f"| {f['primary_probes_during_outage']} | {_dash(c['in_flight_at_detection'])} "
+              f"| {_dash(c['user_attempts_after_detection'])} | {user_goal(s)} | {f['probes_sent']} |")
+
+
+def print_summary(out: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Every kind in one table: back on the primary and dead-primary attempts (users + probes)."""
+    print("\n### Back on the primary, every kind\n")
+    print("| fault | strategy | dead-primary attempts: users + probes | back on the primary s |")
+    print("|---|---|---:|---:|")
+    for kind, summaries in out.items():
+        for name, s in summaries.items():
+            if "figures" in s:
+                f = s["figures"]
+                print(f"| {kind} | {name} | {f['primary_user_attempts_during_outage']} + "
+                      f"{f['primary_probes_during_outage']} | {fmt(f['recovery_s'], 2)} |")
+
+
 def _dash(value: Any) -> str:
     return "—" if value is None else str(value)
 
@@ -717,12 +834,14 @@ def plot(all_summaries: dict[str, dict[str, dict[str, Any]]], path: Path, args: 
                 if xs:
                     ax.scatter(xs, ys, s=4 if served != "failed" else 9, c=colour,
                                marker="o" if served != "failed" else "x", label=served, linewidths=0.8)
-            attempts = [a for a in data["attempts"] if data["t_out"] <= a < data["t_rec"]]
+            attempts = [(a, probe) for a, probe in data["attempts"] if data["t_out"] <= a < data["t_rec"]]
             ax.set_yscale("log")
             ax.set_ylim(5, max((args.timeout or 2.0) * 1000 * 8, 20000))
-            if attempts:
-                ax.plot(attempts, [6.5] * len(attempts), "|", color="black", ms=6, mew=0.8,
-                        label="primary attempt (outage)")
+            for probes, colour, label in ((False, "black", "primary attempt (outage)"),
+                                          (True, "tab:green", "recovery probe (outage)")):
+                xs = [a for a, probe in attempts if probe is probes]
+                if xs:
+                    ax.plot(xs, [6.5] * len(xs), "|", color=colour, ms=6, mew=0.8, label=label)
             ax.tick_params(labelsize=7)
             f = summary["figures"]
             ax.text(0.99, 0.95, f"ok {f['success_rate'] * 100:.0f}%  dead-primary hits {f['primary_attempts_during_outage']}"
@@ -751,19 +870,24 @@ def plot(all_summaries: dict[str, dict[str, dict[str, Any]]], path: Path, args: 
 async def main_async(args: argparse.Namespace) -> dict[str, dict[str, dict[str, Any]]]:
     kinds = list(KINDS) if "all" in args.kind else list(dict.fromkeys(args.kind))
     strategies = args.strategies or list(STRATEGIES)
-    redis = RedisProcess().start() if "luka-redis-2proc" in strategies and RedisProcess.available() else None
+    arms = [(name, None, name) if name not in PROBED else
+            (name, interval, name if len(args.probe_interval) == 1 else f"{name}@{interval:g}s")
+            for name in strategies for interval in (args.probe_interval if name in PROBED else [None])]
+    wants_redis = any(name in TWO_PROCESSES for name in strategies)
+    redis = RedisProcess().start() if wants_redis and RedisProcess.available() else None
     out: dict[str, dict[str, dict[str, Any]]] = {}
     run_id = int(time.time())
     try:
         for kind in kinds:
             # Spawn (import, build, warm) every strategy's clients up front, while nothing is measured;
             # they then wait, idle, for their turn.
-            print(f"… {kind}: starting clients for {', '.join(strategies)}", file=sys.stderr, flush=True)
+            print(f"… {kind}: starting clients for {', '.join(label for *_, label in arms)}", file=sys.stderr,
+                  flush=True)
             kind_args = for_kind(args, kind)
             runs = []
-            for name in strategies:
+            for name, interval, label in arms:
                 run_id += 1
-                runs.append(StrategyRun(kind, name, kind_args, redis.url if redis else None, run_id))
+                runs.append(StrategyRun(kind, name, kind_args, redis.url if redis else None, run_id, interval, label))
             try:
                 for run in runs:
                     await run.spawn()
@@ -771,17 +895,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, dict[str, 
                     await run.wait_ready()
                 out[kind] = {}
                 for run in runs:
-                    print(f"… {kind}: {run.strategy}", file=sys.stderr, flush=True)
+                    print(f"… {kind}: {run.label}", file=sys.stderr, flush=True)
                     raw = await run.run()
                     await run.close()
                     if args.dump_raw:
                         with args.dump_raw.open("a") as dump:
                             dump.write(json.dumps({"kind": kind, **raw}) + "\n")
-                    out[kind][run.strategy] = summarize(raw, kind_args, kind)
+                    out[kind][run.label] = summarize(raw, kind_args, kind)
             finally:
                 for run in runs:
                     await run.close()
             print_table(kind, out[kind], kind_args)
+        print_summary(out)
     finally:
         if redis is not None:
             redis.stop()
@@ -813,6 +938,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="per-attempt read timeout, seconds (default 2; kind slow: --slow-s + 2)")
     parser.add_argument("--slow-s", type=float, default=3.0, help="kind slow: the primary's time to first token")
     parser.add_argument("--hedge-delay", type=float, default=0.5, help="luka-hedge: fixed hedge delay, seconds")
+    parser.add_argument("--probe-interval", type=float, nargs="+", default=[1.0],
+                        help="luka-probes*: recovery_probe_interval, seconds; several values: one arm each "
+                             "(named luka-probes@<value>s)")
+    parser.add_argument("--probe-timeout", type=float, default=None,
+                        help="luka-probes*: emulate another timeout for the background probe (seconds; default: "
+                             "the engine's own, background.CHECK_TIMEOUT)")
     parser.add_argument("--no-stream", dest="stream", action="store_false",
                         help="non-streamed requests (time to first token = time to the whole answer)")
     parser.add_argument("--json", type=Path, help="figures as JSON (one kind: the documented shape; "
@@ -820,8 +951,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--png", type=Path, help="timeline plot (matplotlib)")
     parser.add_argument("--dump-raw", type=Path, help="append every run's raw records (JSON lines), for digging")
     args = parser.parse_args(argv)
-    if args.requests < 10 or args.cooldown <= 0 or args.concurrency < 2:
-        parser.error("need --requests >= 10, --cooldown > 0, --concurrency >= 2")
+    if args.requests < 10 or args.cooldown <= 0 or args.concurrency < 2 or min(args.probe_interval) <= 0:
+        parser.error("need --requests >= 10, --cooldown > 0, --concurrency >= 2, --probe-interval > 0")
     exit_on_sigterm()
     logging.basicConfig(level=logging.CRITICAL)
     started = time.time()
