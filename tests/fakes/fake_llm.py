@@ -32,7 +32,16 @@ Modes (``FakeLLM.mode``): see ``MODES``; besides the HTTP errors:
   dropped (chunked encoding left unfinished); non-streamed, half of a ``Content-Length`` body;
 - ``truncated_stream``: streamed, the content chunks, then the response ends *cleanly* (valid
   chunked terminator) with no ``finish_reason`` and no ``[DONE]``; non-streamed, the first half of
-  the JSON body, ended cleanly (a body that simply stops early).
+  the JSON body, ended cleanly (a body that simply stops early);
+- ``stall_stream``: streamed, the role chunk and the first content chunk, then silence for
+  ``first_token_delay`` seconds, then the rest (a generation that stalls half-way); non-streamed, as ``ok``;
+- ``malformed_chunk``: streamed, the first content chunk, then one event whose JSON is cut in half,
+  then the rest (a corrupted chunk mid-answer); non-streamed, as ``ok``.
+
+``affects`` narrows a mode to some chat requests (``None``: all): the others are answered as in
+``ok``, as llmock's ``match`` does: ``affects=streamed`` breaks only streams (a proxy that mangles
+server-sent events while short calls pass), ``affects=offers_tools`` only requests that offer tools
+(Ollama's 400 "model does not support tools" for a model pulled without them).
 
 Context window (``context_window``: tokens as this fake counts them, the UTF-8 bytes of the request's
 ``messages`` and ``tools`` as JSON over 4, about what real tokenizers give for English): a prompt
@@ -91,6 +100,8 @@ MODES: Final = (
     "empty",
     "truncated_stream",
     "slow",
+    "stall_stream",
+    "malformed_chunk",
 )
 
 GARBAGE_BODY: Final = "not json at all {{{"
@@ -126,6 +137,16 @@ OVERFLOWS: Final = ("openai", "vllm", "llamacpp", "lmstudio", "truncate")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
+
+
+def streamed(body: dict[str, Any]) -> bool:
+    """The request asks for a streamed answer."""
+    return bool(body.get("stream"))
+
+
+def offers_tools(body: dict[str, Any]) -> bool:
+    """The request offers the model tools."""
+    return bool(body.get("tools"))
 
 
 def error_body(message: str, type_: str, code: str | None) -> dict[str, Any]:
@@ -231,6 +252,8 @@ class FakeLLM:
         self.finish_reason = "stop"
         """How a text answer ends: "stop", or "length" (cut at max_tokens), "content_filter" (stopped by a filter)."""
         self.requests: list[dict[str, Any]] = []
+        self.affects: Callable[[dict[str, Any]], bool] | None = None
+        """Which chat requests ``mode`` applies to (``None``: all); the others are answered as in "ok"."""
         self.hold_request: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None
         """Called with each chat request's body before it is answered; awaited if it returns an awaitable
         (a test holds back one kind of request, e.g. thread names, while the others go on)."""
@@ -413,7 +436,7 @@ class FakeLLM:
         self.requests.append(body)
         if self.hold_request is not None and (held := self.hold_request(body)) is not None:
             await held
-        mode = self.mode
+        mode = self.mode if self.affects is None or self.affects(body) else "ok"
         model = str(body.get("model", self.name))
         stream = bool(body.get("stream"))
         failure = await self._prelude(mode, model=model, stream=stream)
@@ -562,6 +585,11 @@ class FakeLLM:
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
             if mode == "cut_stream" and index >= 1:  # role chunk + first content chunk
                 return await self._drop_connection(request, response)
+            if mode == "stall_stream" and index == 1:
+                await asyncio.sleep(self.first_token_delay)
+            if mode == "malformed_chunk" and index == 1:
+                broken = json.dumps(chunks[2] if len(chunks) > 2 else chunk)
+                await response.write(f"data: {broken[: len(broken) // 2]}\n\n".encode())
         if mode == "truncated_stream":
             await response.write_eof()
             return response

@@ -24,7 +24,7 @@ from pydantic_ai import exceptions as pai_exc
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
-from tests.fakes.fake_llm import FakeLLM, FakeLLMThread, split_text
+from tests.fakes.fake_llm import FakeLLM, FakeLLMThread, offers_tools, split_text, streamed
 from tests.fakes.redis_server import RedisServer, redis_server, redis_url  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -208,6 +208,44 @@ async def test_cut_stream_after_first_chunk(fake: FakeLLM, client: openai.AsyncO
     assert parts == [split_text(fake.reply)[0]]  # only the first content piece arrived
     with pytest.raises(openai.APIConnectionError):
         await complete(client)
+
+
+@pytest.mark.asyncio
+async def test_a_stream_that_stalls_half_way_then_carries_on(fake: FakeLLM, client: openai.AsyncOpenAI) -> None:
+    fake.set_mode("stall_stream", first_token_delay=0.3)
+    arrivals: list[tuple[float, str]] = []
+    started = time.monotonic()
+    stream = await client.chat.completions.create(model="m1", messages=MESSAGES, stream=True)
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append((time.monotonic() - started, chunk.choices[0].delta.content))
+    assert "".join(text for _, text in arrivals) == fake.reply  # nothing lost: it only paused
+    assert arrivals[0][0] < 0.3 <= arrivals[1][0], arrivals  # the pause came after the first piece
+    assert await complete(client) == fake.reply  # a short call does not stall
+
+
+@pytest.mark.asyncio
+async def test_a_malformed_chunk_mid_stream(fake: FakeLLM, client: openai.AsyncOpenAI) -> None:
+    fake.mode = "malformed_chunk"
+    parts: list[str] = []
+    with pytest.raises((openai.APIError, ValueError)):  # the SDK lets json.JSONDecodeError through
+        await stream_text(client, parts)
+    assert parts == [split_text(fake.reply)[0]]  # the first piece arrived, then the broken event
+    assert await complete(client) == fake.reply
+
+
+@pytest.mark.asyncio
+async def test_a_mode_can_affect_only_streams_or_only_requests_with_tools(
+        fake: FakeLLM, client: openai.AsyncOpenAI) -> None:
+    fake.mode, fake.affects = "http500", streamed
+    assert await complete(client) == fake.reply
+    with pytest.raises(openai.InternalServerError):
+        await stream_text(client)
+    fake.mode, fake.affects = "http400", offers_tools
+    assert await complete(client) == fake.reply
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    with pytest.raises(openai.BadRequestError):
+        await client.chat.completions.create(model="m1", messages=MESSAGES, tools=[tool])
 
 
 @pytest.mark.asyncio
