@@ -708,10 +708,6 @@ async def test_an_answer_cut_at_the_length_limit_is_marked_and_kept_out_of_the_h
     assert await conversations.history(USER, thread) == [], "a cut-off answer is not replayed to the model"
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a provider's 400 with code content_filter (Azure's prompt filter; "
-                   "llmock's and our fake's shape) reaches the chat handler as ModelRequestRejectedError, not "
-                   "ContentFilterError: the user gets the apology and an ERROR line (docs/performance.md, "
-                   "'Third-party fault servers')")
 async def test_a_content_filter_error_from_the_provider_is_shown_as_a_refusal(env: Env) -> None:
     env.primary.mode = "content_filter"  # HTTP 400, error code content_filter: the prompt was filtered
     await env.say("something the filter stops")
@@ -719,11 +715,8 @@ async def test_a_content_filter_error_from_the_provider_is_shown_as_a_refusal(en
     assert env.fallback.count() == 0, "a safety refusal is never routed around"
 
 
-@pytest.mark.xfail(strict=True, reason="defect: an answer that ends with finish_reason content_filter and no text is "
-                   "struck as an empty reply (non-streamed: and sent to the fallback); the strikes cool the provider, "
-                   "so the next messages go around the filter to the fallback (docs/performance.md, "
-                   "'Third-party fault servers')")
-async def test_content_filter_refusals_never_cool_the_provider(env: Env) -> None:
+async def test_content_filter_refusals_never_cool_the_provider(make_env: Callable[..., Awaitable[Env]]) -> None:
+    env = await make_env(USER_RATE_LIMIT=0)  # four messages in a row: past the per-user burst
     env.primary.reply, env.primary.finish_reason = "", "content_filter"  # llmock's shape: no text, the filter's stop
     for n in range(4):
         await env.say(f"something the filter stops, take {n}")

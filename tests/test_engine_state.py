@@ -581,8 +581,9 @@ async def test_content_filter_refusal_is_not_routed_around(make_env):
 async def test_content_filter_code_on_an_api_error_is_not_routed_around(make_env):
     env = make_env()
     env.fakes.fail("ollama", lambda: http_error(400, "m1", "filtered", provider_error_code="content_filter"))
-    with pytest.raises(ModelHTTPError):
+    with pytest.raises(ContentFilterError) as raised:  # the caller shows a refusal, not an outage
         await env.ask()
+    assert isinstance(raised.value.__cause__, ModelHTTPError)
     assert env.fakes.count("openai") == 0
     assert (await env.health("ollama"))["state"] == "healthy"
 

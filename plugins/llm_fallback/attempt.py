@@ -59,7 +59,9 @@ def answered_by(response: ModelResponse) -> str | None:
 
 
 def _is_empty(response: ModelResponse) -> bool:
-    return all(isinstance(p, ThinkingPart) or (isinstance(p, TextPart) and not p.content.strip())
+    """Nothing in it: no text, no tool call. A content filter's stop is the model's answer (a refusal the
+    agent raises as `ContentFilterError`), not an empty reply to strike or fall back from."""
+    return response.finish_reason != "content_filter" and all(isinstance(p, ThinkingPart) or (isinstance(p, TextPart) and not p.content.strip())
                for p in response.parts)
 
 

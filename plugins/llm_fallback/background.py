@@ -126,7 +126,7 @@ class BackgroundChecks:
 
     async def _probe(self, snapshot: Snapshot, provider: str) -> None:
         record = snapshot.failure(provider)
-        streamed = record is not None and record.kind == "stream_cut"  # recovered only by a stream that ends well
+        streamed = record is not None and record.streamed  # recovered only by a stream that ends well
         result = await try_provider(self.registry, provider, timeout=self.timeout, describe=self.describe,
                                     streamed=streamed)
         self.events.publish_soon(ProbeEvent(provider, "recovery", "ok" if result.ok else result.verdict.kind.value))

@@ -45,7 +45,11 @@ class CheckResult:
 
 async def try_provider(registry: ProviderRegistry, provider: str, *, timeout: float,
                        describe: Callable[[BaseException, str], str], streamed: bool = False) -> CheckResult:
-    """Ask `provider`'s models in order for one token (streamed if asked); records nothing."""
+    """Ask `provider`'s models in order for one token (streamed if asked); records nothing.
+
+    Within the provider's own timeout, when shorter than `timeout`: what users would not wait for
+    does not make it healthy, and the check ends before its checker lease (timeout + margin) does."""
+    timeout = min(timeout, registry.specs[provider].timeout)
     settings = ModelSettings(max_tokens=1, timeout=timeout)
     params = ModelRequestParameters()
     result = CheckResult(provider, Verdict(FailureKind.MODEL_MISSING, True, Blame.MODEL), "no model")
@@ -79,10 +83,10 @@ async def check_provider(registry: ProviderRegistry, health: ProviderHealth, pro
                          describe: Callable[[BaseException, str], str]) -> str | None:
     """"Check now": None when `provider` completed a 1-token request, else a short redacted reason (recorded).
 
-    A provider whose streams were cut is checked with a stream: a short call proves nothing about those."""
+    A provider whose streams failed is checked with a stream: a short call proves nothing about those."""
     record = (await health.read()).failure(provider)
     result = await try_provider(registry, provider, timeout=timeout, describe=describe,
-                                streamed=record is not None and record.kind == FailureKind.STREAM_CUT.value)
+                                streamed=record is not None and record.streamed)
     if result.verdict is None:
         await health.mark_healthy(provider, why="check")
         return None

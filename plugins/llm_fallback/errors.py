@@ -156,6 +156,18 @@ def _verdict(error: BaseException, after_first_event: bool) -> Verdict:
     return Verdict(FailureKind.UNKNOWN, fall_back=False, blame=Blame.NONE)
 
 
+def surfaced(error: Exception, verdict: Verdict) -> Exception:
+    """What a request that does not fall back raises: a provider's refusal as pydantic-ai's
+    `ContentFilterError` whatever it came as (Azure's HTTP 400 with code content_filter), so the
+    caller tells a refusal from a failure; anything else as it came."""
+    if verdict.kind is FailureKind.REFUSED and not isinstance(error, ContentFilterError):
+        status = f" (HTTP {error.status_code})" if isinstance(error, ModelHTTPError) else ""
+        refusal = ContentFilterError(f"the provider's content filter refused the request{status}")
+        refusal.__cause__ = error
+        return refusal
+    return error
+
+
 def _is_content_filter(error: BaseException) -> bool:
     return isinstance(error, ModelAPIError) and error.provider_error_code == "content_filter"
 

@@ -132,13 +132,13 @@ class ProviderHealth:
         """`provider/model` answered: end the failure episode this request saw, refresh `preferred`.
 
         Strikes stay: an answer the agent could not use arrives as a success, and is struck after.
-        A provider whose streams were cut is recovered only by a stream that went through.
+        A provider whose streams failed is recovered only by a stream that went through.
         `served`: False for a probe (it answered, but served nobody: `preferred` stays).
         """
         transition = None
         seen = snapshot.failure(provider)
         # Clear the failure we saw; a newer one (another request failing since) stays.
-        if seen is not None and (streamed or seen.kind != "stream_cut") and \
+        if seen is not None and (streamed or not seen.streamed) and \
                 await self.store.delete_if_equal(cooldown_key(provider), seen.raw):
             transition = await self._recovered(Recovered(provider, seen.kind, seen.error))
         seen_model = snapshot.failure(provider, model) if model else None
@@ -156,7 +156,8 @@ class ProviderHealth:
             await self.store.set(last_ok_key(provider), str(self.clock()), FAILURE_MEMORY)
 
     async def failed(self, snapshot: Snapshot | None, provider: str, kind: str, error: str, *,
-                     model: str | None = None, retry_after: float | None = None) -> CooledDown | None:
+                     model: str | None = None, retry_after: float | None = None,
+                     streamed: bool = False) -> CooledDown | None:
         """Start (or grow) the cooldown of `provider`, or of only its `model` (a missing model).
 
         `snapshot`: what the failing request saw (None: read it now, e.g. a report from outside).
@@ -171,15 +172,17 @@ class ProviderHealth:
             (raw,) = await self.store.get_many([key])
             seen = FailureRecord.parse(raw)
         started = seen is None or seen.until <= now
+        streamed = streamed or (seen is not None and seen.streamed)  # until a success ends the episode
         if not started:
             assert seen is not None
             # Still cooling (a last resort, a forced provider, a request in flight): count it, keep the end.
-            record = FailureRecord(seen.until, now, kind, error, seen.count + 1, seen.ejections)
+            record = FailureRecord(seen.until, now, kind, error, seen.count + 1, seen.ejections, streamed)
         else:
             ejections = seen.ejections + 1 if seen is not None else 1
             cooldown = cooldown_seconds(self.timings.failure_cooldown, ejections, self.timings.max_cooldown,
                                         retry_after)
-            record = FailureRecord(now + cooldown, now, kind, error, (seen.count if seen else 0) + 1, ejections)
+            record = FailureRecord(now + cooldown, now, kind, error, (seen.count if seen else 0) + 1, ejections,
+                                   streamed)
         ttl = max(record.until - now, 1.0) + FAILURE_MEMORY
         # Only the first failure after what this request saw writes: requests that were in flight
         # and fail later must not push the cooldown's end (and the next probe) back.

@@ -29,6 +29,7 @@ from typing import TypeVar
 
 from .attempt import ProviderAttempt
 from .events import AttemptEvent, Event, EventBus, HedgeEvent
+from .errors import surfaced
 from .plan import Plan, Target
 from .routing import Why
 from .stores import Clock
@@ -197,9 +198,9 @@ class Hedging:
                     if error is None:
                         await stop_others(task, "hedge_lost")
                         return task.result()
-                    if not (await attempt.failed(error)).fall_back:
+                    if not (verdict := await attempt.failed(error)).fall_back:
                         await stop_others(None, "cancelled")
-                        raise error
+                        raise surfaced(error, verdict)
                 if not running and not await launch():
                     break
             return None

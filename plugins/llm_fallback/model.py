@@ -38,6 +38,7 @@ from pydantic_ai.settings import ModelSettings
 
 from .attempt import ProviderAttempt, answered_by
 from .engine import LLMProviderFallback
+from .errors import surfaced
 from .plan import Plan, Target
 
 T = TypeVar("T")
@@ -158,8 +159,8 @@ class LLMFallbackModel(FallbackModel):
                 await attempt.abandoned("cancelled")
                 raise
             except Exception as error:
-                if not (await attempt.failed(error)).fall_back:
-                    raise
+                if not (verdict := await attempt.failed(error)).fall_back:
+                    raise surfaced(error, verdict)
         raise await self._exhausted(plan)
 
 

@@ -176,7 +176,7 @@ class Plan:
         if verdict.excused:
             logger.warning("⏱️ %s/%s timed out while this process's event loop lagged: falling back, no cooldown",
                            target.provider, target.model)
-        blamed = await self._apply(target, verdict, description, error)
+        blamed = await self._apply(target, verdict, description, error, streamed=timing.streamed)
         if verdict.fall_back or verdict.kind is FailureKind.STREAM_CUT:
             limit = error.limit_chars if isinstance(error, PromptTooLong) else None
             self.failures.append(FailedAttempt(target.provider, target.model, verdict.kind, description, limit))
@@ -203,7 +203,8 @@ class Plan:
         event; `hedging.py` decides), recorded as a timeout with this description.
         """
         if timed_out is not None:
-            await self.health.failed(self.snapshot, target.provider, FailureKind.TIMEOUT.value, timed_out)
+            await self.health.failed(self.snapshot, target.provider, FailureKind.TIMEOUT.value, timed_out,
+                                     streamed=timing.streamed)
         elif timing.first_event is not None:
             await self.health.answered(self.snapshot, target.provider)
         await self._release(target, provider_too=True)
@@ -216,7 +217,8 @@ class Plan:
 
     # -- internals
 
-    async def _apply(self, target: Target, verdict: Verdict, description: str, error: BaseException) -> bool:
+    async def _apply(self, target: Target, verdict: Verdict, description: str, error: BaseException, *,
+                     streamed: bool) -> bool:
         """What the verdict costs the provider; True when it was blamed (a cooldown or a strike out).
 
         A new cooldown is written before the probe lease is given back: the next lease holder
@@ -232,7 +234,7 @@ class Plan:
         if blame is not Blame.NONE:
             await self.health.failed(self.snapshot, target.provider, verdict.kind.value, description,
                                      model=target.model if blame is Blame.MODEL else None,
-                                     retry_after=verdict.retry_after)
+                                     retry_after=verdict.retry_after, streamed=streamed)
         await self._release(target, provider_too=blame is not Blame.MODEL)
         return blame is not Blame.NONE
 

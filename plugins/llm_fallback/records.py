@@ -104,6 +104,8 @@ class FailureRecord:
 
     `count`: failures recorded in this episode; `ejections`: cooldowns started in a row (the
     first failure, then each failed probe): the next cooldown is `ejections × base`, capped.
+    `streamed`: a failure of the episode was a stream's (cut, or failed before its first chunk):
+    only a stream that goes through proves the provider back, a short call proves nothing about those.
     """
 
     until: float
@@ -112,6 +114,7 @@ class FailureRecord:
     error: str
     count: int
     ejections: int = 1
+    streamed: bool = False
     raw: str = field(default="", compare=False, repr=False)
 
     @classmethod
@@ -121,13 +124,14 @@ class FailureRecord:
         try:
             data = json.loads(raw)
             return cls(float(data["until"]), float(data["at"]), str(data["kind"]), str(data["error"]),
-                       int(data["count"]), int(data.get("ejections", 1)), raw)
+                       int(data["count"]), int(data.get("ejections", 1)),
+                       bool(data.get("streamed", data["kind"] == "stream_cut")), raw)
         except (ValueError, KeyError, TypeError):
             return None
 
     def dump(self) -> str:
         return json.dumps({"until": self.until, "at": self.at, "kind": self.kind, "error": self.error,
-                           "count": self.count, "ejections": self.ejections})
+                           "count": self.count, "ejections": self.ejections, "streamed": self.streamed})
 
 
 @dataclass(frozen=True)
