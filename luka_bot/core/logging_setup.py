@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from plugins.llm_fallback.errors import redact
+from plugins.llm_fallback.redaction import redact
 
 
 class RedactingFilter(logging.Filter):

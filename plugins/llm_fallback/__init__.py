@@ -18,16 +18,16 @@ from .errors import (
     PromptTooLongError,
     StreamCutError,
     classify,
-    redact,
 )
 from .events import AttemptEvent, ContextRefitEvent, Event, FallbackEvent, HealthEvent, HedgeEvent, ProbeEvent
-from .fit import fit_history
 from .factory import ModelFactory
+from .fit import fit_history
 from .force import DEFAULT_FORCE_SECONDS, MAX_FORCE_SECONDS, MIN_FORCE_SECONDS, ForceError, check_force, parse_force
 from .hedging import HedgePolicy
 from .loop_lag import LoopLagMonitor
 from .model import LLMFallbackModel, avoiding
 from .providers import OLLAMA_CONTEXT_WINDOW, OPENAI_DEFAULT_URL, ProviderSpec, ollama_api_url
+from .redaction import redact
 from .setup import set_bot_commands, setup_llm_fallback
 from .status import FallbackStatus, ProviderState, ProviderStatus
 from .stores import (

@@ -19,9 +19,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from urllib.parse import urlsplit
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic_ai.models import Model
 from pydantic_ai.settings import ModelSettings
@@ -32,19 +32,20 @@ from .background import BackgroundChecks
 from .budget import Budgets
 from .checks import check_provider
 from .deprecations import Lifecycle, model_status
-from .errors import AllProvidersFailedError, Blame, FailedAttempt, FailureKind, classify, describe, redact
+from .errors import AllProvidersFailedError, Blame, FailedAttempt, FailureKind, classify
 from .events import EventBus, HealthEvent, Listener
 from .force import check_force
 from .health import ProviderHealth
-from .transitions import Cleared
 from .hedging import HedgePolicy, Hedging
 from .loop_lag import LoopLagMonitor
 from .plan import Plan, Target, log_choice
 from .policy import Timings
 from .providers import ProviderClient, ProviderRegistry, ProviderSpec
+from .redaction import describe, redact
 from .routing import attempt_order
 from .status import FallbackStatus, build_status
 from .stores import Clock, StateStore
+from .transitions import Cleared
 
 logger = logging.getLogger("llm_fallback")
 

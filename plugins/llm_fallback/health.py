@@ -1,17 +1,14 @@
 """The provider-health state machine: the only writer of cooldown, probe, preferred and forced state.
 
 A provider (or one of its models) is healthy, cooling or half-open (`records.Health`); what is
-stored is a `FailureRecord` per provider / model, shared by every process through the store.
-
-    healthy ──failure──▶ cooling ──cooldown over──▶ half-open ──probe succeeds──▶ healthy
-                            ▲   │                        │
-                            │   └─ background probe ─────┼──────── succeeds ──▶ healthy
-                            └───── probe fails ──────────┘  (cooldown × ejections, capped)
+stored is a `FailureRecord` per provider / model, shared by every process through the store
+(the state diagram: docs/fallback.md, "The provider state machine").
 
 - a failure while cooling is counted, and the cooldown's end stays where it is (requests that
   were in flight must not push the next probe back);
 - only the first failure after what a request saw writes (compare-and-set on the record);
-- a success deletes only the record the request saw (a newer failure stays);
+- a success deletes only the record the request saw (a newer failure stays); a stream's failure
+  is ended only by a stream's success (`FailureRecord.streamed`);
 - a half-open provider is tried by the one request holding its probe lease (`take_probe`);
   while background recovery probes cover it (`background.py`), no user request probes it;
 - bad replies (empty, unusable) are strikes: `STRIKES_TO_COOL` in one cooldown window cool it.

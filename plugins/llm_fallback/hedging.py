@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .attempt import ProviderAttempt
-from .events import AttemptEvent, Event, EventBus, HedgeEvent
 from .errors import surfaced
+from .events import AttemptEvent, Event, EventBus, HedgeEvent
 from .plan import Plan, Target
 from .routing import Why
 from .stores import Clock

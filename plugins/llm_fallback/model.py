@@ -158,7 +158,7 @@ class LLMFallbackModel(FallbackModel):
             except asyncio.CancelledError:
                 await attempt.abandoned("cancelled")
                 raise
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - classified: raised unless it falls back
                 if not (verdict := await attempt.failed(error)).fall_back:
                     raise surfaced(error, verdict)
         raise await self._exhausted(plan)
