@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from plugins.llm_fallback import HealthEvent, ProbeEvent, RedisStateStore, RedisWithLocalFallback
-from plugins.llm_fallback.policy import next_probe_gap
+from plugins.llm_fallback.policy import STRIKES_TO_COOL, next_probe_gap
 
 from .conftest import Env, http_error, refused
 
@@ -60,6 +60,29 @@ async def test_a_cooling_provider_is_probed_on_schedule_and_back_within_one_inte
     assert [e.kind for e in events if isinstance(e, HealthEvent)] == ["down", "recovered"]
     probes = [(e.provider, e.outcome) for e in events if isinstance(e, ProbeEvent)]
     assert probes == [("ollama", "connection"), ("ollama", "ok")]
+
+
+async def test_a_cooldown_for_unusable_replies_is_not_ended_by_a_probe(make_env):
+    """A provider that answers, but with nothing usable, answers a probe's one token as well: only a real request
+    shows it fixed. Ended by a probe, its cooldown would flap (down, recovered, down) with every strike-out."""
+    env = probing_env(make_env)
+    events = recorded(env)
+    env.fakes.bad_reply("ollama", "empty")
+    for _ in range(STRIKES_TO_COOL):
+        assert await env.ask() == "openai/g1"
+    assert (await env.health("ollama"))["state"] == "cooling"
+
+    for _ in range(20):  # 100 s of the 300 s cooldown
+        env.clock.advance(INTERVAL)
+        assert await env.engine.background.run_once() == []
+        assert await env.ask() == "openai/g1"
+    assert (await env.health("ollama"))["state"] == "cooling"
+    assert [e.kind for e in events if isinstance(e, HealthEvent)] == ["down"]
+
+    env.fakes.ok("ollama")
+    env.clock.advance(300)  # the cooldown is over: the next request probes it (half-open)
+    assert await env.ask() == "ollama/m1"
+    assert [e.kind for e in events if isinstance(e, HealthEvent)] == ["down", "recovered"]
 
 
 async def test_user_requests_never_probe_a_provider_the_probes_cover(make_env):

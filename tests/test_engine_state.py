@@ -565,6 +565,21 @@ async def test_the_same_refusal_on_every_request_tells_the_admins_once(make_env,
     assert len([r for r in caplog.records if "refuses every request" in r.getMessage()]) == 1
 
 
+async def test_a_refusal_every_provider_gives_is_the_requests_own_and_tells_the_admins_nothing(make_env, caplog):
+    """No provider is misconfigured when all of them refuse the request: nobody "refuses every request"."""
+    env = make_env()
+    events = []
+    env.engine.add_listener(events.append)
+    env.fakes.fail("ollama", lambda: http_error(400, "m1", "Bad request."))
+    env.fakes.fail("openai", lambda: http_error(400, "g1", "Invalid request: messages too long"))
+    with caplog.at_level(logging.ERROR, logger="llm_fallback"):
+        for _ in range(6):
+            with pytest.raises(ModelRequestRejectedError):
+                await env.ask()
+    assert [e for e in events if isinstance(e, HealthEvent)] == []
+    assert not [r for r in caplog.records if "refuses every request" in r.getMessage()]
+
+
 async def test_content_filter_refusal_is_not_routed_around(make_env):
     env = make_env()
     error = ContentFilterError("Content filter triggered")

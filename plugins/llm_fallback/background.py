@@ -110,7 +110,7 @@ class BackgroundChecks:
         now = snapshot.now
         record = snapshot.failure(provider)
         if record is not None:
-            if self.recovery_interval <= 0:
+            if self.recovery_interval <= 0 or record.output:  # replies nobody could use: a token proves nothing
                 return None
             schedule = snapshot.recoveries.get(provider)
             due_at = schedule.next_at if schedule else record.at + self.recovery_interval

@@ -95,11 +95,8 @@ class ProviderHealth:
     # -- leases
 
     async def take_probe(self, snapshot: Snapshot, provider: str, model: str | None = None) -> Lease | None:
-        """The probe lease of a half-open provider (or model), if no other request holds it.
-
-        The failure record is read again once the lease is ours: a probe that failed since our
-        snapshot wrote a new cooldown before releasing its lease, and that cooldown wins.
-        """
+        """The probe lease of a half-open provider (or model), if free. Read again once ours: a probe that
+        failed since our snapshot wrote a new cooldown before releasing its lease, and that cooldown wins."""
         lease = await self._lease(probe_key(provider, model), self._lease_seconds[provider])
         if lease is None:
             return None
@@ -135,7 +132,7 @@ class ProviderHealth:
         transition = None
         seen = snapshot.failure(provider)
         # Clear the failure we saw; a newer one (another request failing since) stays.
-        if seen is not None and (streamed or not seen.streamed) and \
+        if seen is not None and (streamed or not seen.streamed) and (served or not seen.output) and \
                 await self.store.delete_if_equal(cooldown_key(provider), seen.raw):
             transition = await self._recovered(Recovered(provider, seen.kind, seen.error))
         seen_model = snapshot.failure(provider, model) if model else None
@@ -153,8 +150,8 @@ class ProviderHealth:
             await self.store.set(last_ok_key(provider), str(self.clock()), FAILURE_MEMORY)
 
     async def failed(self, snapshot: Snapshot | None, provider: str, kind: str, error: str, *,
-                     model: str | None = None, retry_after: float | None = None,
-                     streamed: bool = False) -> CooledDown | None:
+                     model: str | None = None, retry_after: float | None = None, streamed: bool = False,
+                     output: bool = False) -> CooledDown | None:
         """Start (or grow) the cooldown of `provider`, or of only its `model` (a missing model).
 
         `snapshot`: what the failing request saw (None: read it now, e.g. a report from outside).
@@ -173,13 +170,13 @@ class ProviderHealth:
         if not started:
             assert seen is not None
             # Still cooling (a last resort, a forced provider, a request in flight): count it, keep the end.
-            record = FailureRecord(seen.until, now, kind, error, seen.count + 1, seen.ejections, streamed)
+            record = FailureRecord(seen.until, now, kind, error, seen.count + 1, seen.ejections, streamed, output)
         else:
             ejections = seen.ejections + 1 if seen is not None else 1
             cooldown = cooldown_seconds(self.timings.failure_cooldown, ejections, self.timings.max_cooldown,
                                         retry_after)
             record = FailureRecord(now + cooldown, now, kind, error, (seen.count if seen else 0) + 1, ejections,
-                                   streamed)
+                                   streamed, output)
         ttl = max(record.until - now, 1.0) + FAILURE_MEMORY
         # Only the first failure after what this request saw writes: requests that were in flight
         # and fail later must not push the cooldown's end (and the next probe) back.
@@ -195,7 +192,7 @@ class ProviderHealth:
         if not started:
             logger.info("Provider %s failed again while cooling down: %s", target, error)
             return None
-        if model is None and self.timings.recovery_interval > 0 and not (
+        if model is None and not output and self.timings.recovery_interval > 0 and not (
                 snapshot is not None and snapshot.probed_in_background(provider)):
             await self._schedule_recovery(provider, ProbeSchedule(now + self.timings.recovery_interval, 0, now))
         transition = CooledDown(provider, model, kind, error, record.until - now, record.ejections,
@@ -210,14 +207,17 @@ class ProviderHealth:
                                                   has_working_fallback=transition.has_working_fallback))
         return transition
 
-    def strike(self, provider: str) -> bool:
-        """Count one unusable reply of `provider`; True once that makes `STRIKES_TO_COOL` in one
-        cooldown window (the strikes then start over, and the caller records a failure)."""
+    async def struck(self, snapshot: Snapshot | None, provider: str, kind: str, error: str, *,
+                     streamed: bool = False) -> bool:
+        """One unusable reply of `provider`; the `STRIKES_TO_COOL`-th in one cooldown window cools it
+        (True; the strikes start over). That cooldown is about its replies (`FailureRecord.output`)."""
         count = self._strikes.add(provider, self.clock())
         if count < STRIKES_TO_COOL:
             logger.info("Provider %s gave an unusable reply: %d of %d before a cooldown", provider, count,
                         STRIKES_TO_COOL)
-        return count >= STRIKES_TO_COOL
+            return False
+        await self.failed(snapshot, provider, kind, error, streamed=streamed, output=True)
+        return True
 
     async def mark_healthy(self, provider: str, *, why: str | None = None) -> Recovered | None:
         """End any failure episode of `provider` whatever was seen (a check or an admin says it works)."""

@@ -72,7 +72,7 @@ class Plan:
         self._deferred: list[Candidate] = []
         self._failed_providers: list[str] = []
         self._provider_leases: dict[str, Lease] = {}
-        self._rejections: list[BaseException] = []
+        self._rejections: list[tuple[BaseException, str, str]] = []  # (error, provider, description)
 
     @property
     def order(self) -> list[str]:
@@ -121,7 +121,7 @@ class Plan:
             logger.info("📏 %s", error)
             return error
         if self._rejections and kinds == {FailureKind.REQUEST}:
-            return self._rejections[0]
+            return self._rejections[0][0]
         return None
 
     def avoid(self, providers: frozenset[str]) -> None:
@@ -153,8 +153,7 @@ class Plan:
             return
         self._demote(provider)
         logger.info("Provider %s replied with output the agent could not use; asking another provider", provider)
-        if self.health.strike(provider):
-            await self.health.failed(None, provider, FailureKind.MALFORMED.value, "replies the agent could not use")
+        await self.health.struck(None, provider, FailureKind.MALFORMED.value, "replies the agent could not use")
 
     # -- outcomes
 
@@ -162,6 +161,8 @@ class Plan:
         await self._release(target, provider_too=True)
         await self.health.succeeded(self.snapshot, target.provider, target.model, streamed=timing.streamed)
         await self.accounting.answered(target.provider, usage.total_tokens if usage else 0)
+        for _, provider, description in self._rejections:  # another provider took what they refused: theirs
+            await self.accounting.rejected(provider, FailureKind.REQUEST.value, description)
         self._publish(target, "ok", timing, blamed=False, usage=usage)
         if self._failed_providers and target.provider != self._failed_providers[0]:
             logger.warning("⚠️ Primary provider failed, using fallback: %s", target.provider)
@@ -227,16 +228,16 @@ class Plan:
         if verdict.kind in ANSWERED:
             await self.health.answered(self.snapshot, target.provider)
         if verdict.kind is FailureKind.REQUEST:
-            self._rejections.append(error)
-            await self.accounting.rejected(target.provider, verdict.kind.value, description)
+            self._rejections.append((error, target.provider, description))  # told when another answers
         if blame is Blame.STRIKE:
-            blame = Blame.COOLDOWN if self.health.strike(target.provider) else Blame.NONE
-        if blame is not Blame.NONE:
+            blamed = await self.health.struck(self.snapshot, target.provider, verdict.kind.value, description,
+                                              streamed=streamed)
+        elif blame is not Blame.NONE:
             await self.health.failed(self.snapshot, target.provider, verdict.kind.value, description,
                                      model=target.model if blame is Blame.MODEL else None,
                                      retry_after=verdict.retry_after, streamed=streamed)
         await self._release(target, provider_too=blame is not Blame.MODEL)
-        return blame is not Blame.NONE
+        return blamed if blame is Blame.STRIKE else blame is not Blame.NONE
 
     async def _release(self, target: Target, *, provider_too: bool) -> None:
         await self.health.release(target.lease)

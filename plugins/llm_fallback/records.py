@@ -106,6 +106,8 @@ class FailureRecord:
     first failure, then each failed probe): the next cooldown is `ejections × base`, capped.
     `streamed`: a failure of the episode was a stream's (cut, or failed before its first chunk):
     only a stream that goes through proves the provider back, a short call proves nothing about those.
+    `output`: the provider answered, but with replies nobody could use (strikes): a probe's one token
+    proves nothing about those either; no background probe, the first request after the cooldown does.
     """
 
     until: float
@@ -115,6 +117,7 @@ class FailureRecord:
     count: int
     ejections: int = 1
     streamed: bool = False
+    output: bool = False
     raw: str = field(default="", compare=False, repr=False)
 
     @classmethod
@@ -125,13 +128,14 @@ class FailureRecord:
             data = json.loads(raw)
             return cls(float(data["until"]), float(data["at"]), str(data["kind"]), str(data["error"]),
                        int(data["count"]), int(data.get("ejections", 1)),
-                       bool(data.get("streamed", data["kind"] == "stream_cut")), raw)
+                       bool(data.get("streamed", data["kind"] == "stream_cut")), bool(data.get("output")), raw)
         except (ValueError, KeyError, TypeError):
             return None
 
     def dump(self) -> str:
         return json.dumps({"until": self.until, "at": self.at, "kind": self.kind, "error": self.error,
-                           "count": self.count, "ejections": self.ejections, "streamed": self.streamed})
+                           "count": self.count, "ejections": self.ejections, "streamed": self.streamed,
+                           "output": self.output})
 
 
 @dataclass(frozen=True)
