@@ -511,6 +511,26 @@ async def test_all_models_missing_moves_on_to_the_next_provider_and_status_says_
     assert health["unavailable_models"] == ["g1", "g2"]
 
 
+async def test_a_provider_with_no_model_left_is_announced_down_once_and_back_once(make_env):
+    """An `ollama pull` nobody made: admins hear it is down (once, not per model) and when it is back."""
+    env = make_env()
+    events = []
+    env.engine.add_listener(events.append)
+    env.fakes.fail("openai", lambda: http_error(404, "g"))
+    await env.engine.force_provider("openai", 3600)
+    assert await env.ask() == "ollama/m1"
+    one_missing = [(e.kind, e.provider) for e in events if isinstance(e, HealthEvent)]
+    assert one_missing == [("down", "openai")], "g1 missing alone said nothing; g2 missing too: down"
+    assert "404" in next(e for e in events if isinstance(e, HealthEvent)).error
+
+    env.fakes.ok("openai")
+    env.clock.advance(300)  # the models' cooldowns are over: the next request tries g1 again
+    assert await env.ask() == "openai/g1"
+    assert [(e.kind, e.provider) for e in events if isinstance(e, HealthEvent)] == [
+        ("down", "openai"), ("recovered", "openai")]
+    assert (await env.health("openai"))["state"] == "healthy"
+
+
 # --- errors that are the caller's, not the provider's -------------------------------------------------------
 
 

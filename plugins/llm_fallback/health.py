@@ -123,21 +123,18 @@ class ProviderHealth:
 
     async def succeeded(self, snapshot: Snapshot, provider: str, model: str | None, *,
                         streamed: bool = True, served: bool = True) -> Recovered | None:
-        """`provider/model` answered: end the failure episode this request saw, refresh `preferred`.
-
-        Strikes stay: an answer the agent could not use arrives as a success, and is struck after.
-        A provider whose streams failed is recovered only by a stream that went through.
-        `served`: False for a probe (it answered, but served nobody: `preferred` stays).
-        """
+        """`provider/model` answered: end the failure this request saw (a newer one stays), refresh `preferred`.
+        Strikes stay (an unusable answer arrives as a success, struck after); a stream's failure is ended only
+        by a stream, an output failure only by a served request. `served`: False for a probe."""
         transition = None
         seen = snapshot.failure(provider)
-        # Clear the failure we saw; a newer one (another request failing since) stays.
         if seen is not None and (streamed or not seen.streamed) and (served or not seen.output) and \
                 await self.store.delete_if_equal(cooldown_key(provider), seen.raw):
             transition = await self._recovered(Recovered(provider, seen.kind, seen.error))
         seen_model = snapshot.failure(provider, model) if model else None
-        if seen_model is not None:
-            await self.store.delete_if_equal(cooldown_key(provider, model), seen_model.raw)
+        if seen_model is not None and await self.store.delete_if_equal(cooldown_key(provider, model), seen_model.raw) \
+                and snapshot.no_model_left(provider, self._keys.models[provider], on_record=True):
+            transition = await self._recovered(Recovered(provider, seen_model.kind, seen_model.error))
         await self.answered(snapshot, provider)
         if served:
             await self._remember_preferred(snapshot, provider)
@@ -152,11 +149,8 @@ class ProviderHealth:
     async def failed(self, snapshot: Snapshot | None, provider: str, kind: str, error: str, *,
                      model: str | None = None, retry_after: float | None = None, streamed: bool = False,
                      output: bool = False) -> CooledDown | None:
-        """Start (or grow) the cooldown of `provider`, or of only its `model` (a missing model).
-
-        `snapshot`: what the failing request saw (None: read it now, e.g. a report from outside).
-        Returns the transition when a cooldown started; None when it was already cooling.
-        """
+        """Start (or grow) the cooldown of `provider`, or of only its `model` (a missing model); the transition
+        when one started. `snapshot`: what the failing request saw (None: read it now, a report from outside)."""
         now = self.clock()
         error = self._redact(error)
         key = cooldown_key(provider, model)
@@ -202,7 +196,7 @@ class ProviderHealth:
         if kind == "auth":
             logger.error("❌ Provider %s rejected our credentials: check %s", provider,
                          self._hints.get(provider, f"the API key of {provider}"))
-        if model is None:
+        if model is None or (await self.read()).no_model_left(provider, self._keys.models[provider]):
             await self.events.publish(HealthEvent("down", provider, error=error, cooldown=transition.cooldown,
                                                   has_working_fallback=transition.has_working_fallback))
         return transition
