@@ -218,6 +218,33 @@ async def test_killed_right_after_an_answer_it_is_not_answered_twice(world: Worl
           "a kill after that is never answered twice")
 
 
+async def test_killed_while_its_answer_waits_on_telegram_the_stored_answer_is_sent_not_asked_again(
+        world: World) -> None:
+    """The answer was stored, then Telegram's flood control held it back, and the process died: the restarted bot
+    sends that answer once, without asking the provider again with an answer the user never saw in its history."""
+    user = 2151
+    await world.running()
+    world.fake.send_message("first", user_id=user)  # the thread exists and has its name
+    await world.answer(user, "first")
+    world.fake.fail_next("sendMessage", error_code=429, description="Too Many Requests: retry after 60",
+                         retry_after=60)
+    world.fake.send_message("second", user_id=user)
+
+    def held_back() -> bool:
+        return any(not c.ok and c.params.get("chat_id") == user and c.params.get("text") == "answer to: second"
+                   for c in world.fake.calls_of("sendMessage") if c.done)
+    await wait_until(held_back, rounds=int(WAIT / 0.02), interval=0.02)
+    await world.kill()
+    await world.start()
+    await world.answer(user, "second")
+    await world.all_finished()
+
+    asked = [r for r in world.llm.requests if EchoLLM.question(r) == "second" and r.get("stream")]
+    assert len(asked) == 1, "answered from what was stored, not asked again"
+    assert [c.params["text"] for c in answers(world.fake, user)] == ["answer to: first", "answer to: second"]
+    assert len([t for t in texts(world.fake, user) if t.startswith("🧵")]) == 1, "one thread, one name"
+
+
 async def test_a_chats_order_is_kept_after_a_claim(world: World) -> None:
     user = 2201
     await world.running()

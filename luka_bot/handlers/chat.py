@@ -89,11 +89,18 @@ def build_router() -> Router:
         i18n = I18n.get_current(no_error=True)
         locale = i18n.current_locale if i18n else "en"
         thread_id = await conversations.current_thread(user_id)
-        is_new = thread_id is None or not await conversations.history(user_id, thread_id)
+        history, answered = (await conversations.recall(user_id, thread_id, message.message_id) if thread_id
+                             else ([], None))
+        # a thread's first message names it, once: not again when the message is handled again after a kill
+        is_new = not history and (thread_id is None or not await conversations.named(user_id, thread_id))
         thread_id = thread_id or await conversations.start_thread(user_id)
         async with reply_streaming.reply(bot, message) as reply:
+            if answered is not None:  # handled again: its answer was stored, then the process died before sending
+                logger.info("📥 message %s of user %s was answered before its process stopped: sending that answer",
+                            message.message_id, user_id)
+                await reply.deliver(message, answered)
+                return
             async with TypingAction.typing(bot=bot, chat_id=message.chat.id):
-                history = await conversations.history(user_id, thread_id)
                 agent = await create_static_agent_with_basic_tools(user_id, llm_models)
                 name_task = (asyncio.create_task(generate_thread_name(text, locale, llm_models))
                              if is_new else None)
@@ -138,7 +145,7 @@ def build_router() -> Router:
                 await conversations.name_thread(user_id, thread_id, name)
                 with sending_as(Priority.THREAD_NAME):
                     await message.answer(f"🧵 {name}", parse_mode=None)
-            await conversations.add_turn(user_id, thread_id, text, answer)
+            await conversations.add_turn(user_id, thread_id, text, answer, message_id=message.message_id)
             await reply.deliver(message, answer)
 
     @router.stopped_message_generation()
