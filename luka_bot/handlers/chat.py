@@ -118,27 +118,9 @@ def build_router() -> Router:
                     await reply.deliver(message, cut_off(cut.partial))
                     await _name_later(name_task, conversations, user_id, thread_id)
                     return
-                except ContentFilterError:  # a refusal is the model's answer: not routed around, not stored
-                    logger.info("🙅 reply to user %s refused by the model's content filter", user_id)
+                except Exception as error:  # noqa: BLE001 - the user gets a short note, never a traceback
                     await _discard(name_task)
-                    await reply.deliver(message, Rendered(refused()))
-                    return
-                except PromptTooLongError as error:  # not an outage: only a shorter message can be answered
-                    logger.info("📏 message of user %s (%d characters) fits no provider's context window", user_id,
-                                len(text))
-                    await _discard(name_task)
-                    await reply.deliver(message, Rendered(too_long(error.limit_chars)))
-                    return
-                except AllProvidersFailedError:  # logged and announced once by the fallback itself
-                    logger.info("apologised to user %s: no provider could answer", user_id)
-                    await _discard(name_task)
-                    await reply.deliver(message, Rendered(apology()))
-                    return
-                except Exception as error:  # noqa: BLE001 - the user gets an apology, never a traceback
-                    logger.error("chat reply failed for user %s: %s", user_id,
-                                 redact(f"{type(error).__name__}: {error}")[:300])
-                    await _discard(name_task)
-                    await reply.deliver(message, Rendered(apology()))
+                    await reply.deliver(message, Rendered(_no_answer(error, user_id, text)))
                     return
                 name = await _name_of(name_task, conversations, user_id, thread_id)
             if name:
@@ -154,6 +136,21 @@ def build_router() -> Router:
             logger.info("⏹ Stop for chat %s draft %s: no such reply running here", event.chat.id, event.draft_id)
 
     return router
+
+
+def _no_answer(error: Exception, user_id: int, text: str) -> str:
+    """What the user is told when no answer came, logged once (the fallback logged its own failures)."""
+    if isinstance(error, ContentFilterError):  # a refusal is the model's answer: not routed around, not stored
+        logger.info("🙅 reply to user %s refused by the model's content filter", user_id)
+        return refused()
+    if isinstance(error, PromptTooLongError):  # not an outage: only a shorter message can be answered
+        logger.info("📏 message of user %s (%d characters) fits no provider's context window", user_id, len(text))
+        return too_long(error.limit_chars)
+    if isinstance(error, AllProvidersFailedError):  # logged and announced once by the fallback itself
+        logger.info("apologised to user %s: no provider could answer", user_id)
+    else:
+        logger.error("chat reply failed for user %s: %s", user_id, redact(f"{type(error).__name__}: {error}")[:300])
+    return apology()
 
 
 async def _discard(task: asyncio.Task[str] | None) -> None:
@@ -188,10 +185,10 @@ def _named(task: asyncio.Task[str]) -> str | None:
 
 
 async def _name_later(task: asyncio.Task[str] | None, conversations: Conversations, user_id: int,
-                      thread_id: str) -> bool:
+                      thread_id: str) -> None:
     """Let a slow name finish on its own, then name the thread quietly (the answer went out without it)."""
     if task is None:
-        return False
+        return
 
     def store(done: asyncio.Task[str]) -> None:
         if name := _named(done):
@@ -200,7 +197,6 @@ async def _name_later(task: asyncio.Task[str] | None, conversations: Conversatio
             naming.add_done_callback(_LATE_NAMES.discard)
 
     task.add_done_callback(store)
-    return True
 
 
 _LATE_NAMES: set[asyncio.Task[object]] = set()
