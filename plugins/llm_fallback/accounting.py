@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 from .budget import KEEP_AFTER, Budgets, spent_key
 from .events import EventBus, HealthEvent
-from .records import FAILURE_MEMORY, FailureRecord, last_error_key
 from .stores import Clock, StateStore
 
 logger = logging.getLogger("llm_fallback")
@@ -49,12 +48,10 @@ class Accounting:
                                                   limit=limit))
 
     async def rejected(self, provider: str, kind: str, error: str) -> None:
-        """`provider` refused a request as bad (a 400 the others may not give): no cooldown, but the status
-        shows it, and the same refusal `REJECTIONS_TO_TELL` times in a row, no success between, is a
-        misconfiguration admins hear of (once: the alert is deduplicated like the others)."""
+        """`provider` refused a request as bad that another provider then answered (its refusal is on record:
+        `ProviderHealth.refused`): the same refusal `REJECTIONS_TO_TELL` times in a row, no success between,
+        is a misconfiguration admins hear of (once: the alert is deduplicated like the others)."""
         error = self._redact(error)
-        now = self.clock()
-        await self.store.set(last_error_key(provider), FailureRecord(now, now, kind, error, 1).dump(), FAILURE_MEMORY)
         same, count = self._rejections.get(provider, ("", 0))
         count = count + 1 if same == error else 1
         self._rejections[provider] = (error, count)

@@ -70,9 +70,8 @@ class ProviderHealth:
         self._redact = redact
         self._hints = dict(setting_hints or {})
         grace = max(self._lease_seconds.values(), default=0.0) + timings.recovery_interval
-        self.budgets = budgets or Budgets()
         self._keys = StateKeys({name: tuple(models) for name, models in providers.items()}, probe_grace=grace,
-                               budgets=self.budgets)
+                               budgets=budgets)
         self._strikes = Strikes(timings.failure_cooldown)
         self._logged_preferred: str | None = None
 
@@ -133,12 +132,18 @@ class ProviderHealth:
             transition = await self._recovered(Recovered(provider, seen.kind, seen.error))
         seen_model = snapshot.failure(provider, model) if model else None
         if seen_model is not None and await self.store.delete_if_equal(cooldown_key(provider, model), seen_model.raw) \
-                and snapshot.no_model_left(provider, self._keys.models[provider], on_record=True):
+                and snapshot.no_model_left(provider, on_record=True):
             transition = await self._recovered(Recovered(provider, seen_model.kind, seen_model.error))
         await self.answered(snapshot, provider)
         if served:
             await self._remember_preferred(snapshot, provider)
         return transition
+
+    async def refused(self, provider: str, kind: str, error: str) -> None:
+        """`provider` refused this request as bad (no cooldown): the status shows why it was not used."""
+        now = self.clock()
+        record = FailureRecord(now, now, kind, self._redact(error), 1)
+        await self.store.set(last_error_key(provider), record.dump(), FAILURE_MEMORY)
 
     async def answered(self, snapshot: Snapshot, provider: str) -> None:
         """`provider` answered over its API (a success, or a refusal of this request): it is up, not just unfailed."""
@@ -189,14 +194,15 @@ class ProviderHealth:
         if model is None and not output and self.timings.recovery_interval > 0 and not (
                 snapshot is not None and snapshot.probed_in_background(provider)):
             await self._schedule_recovery(provider, ProbeSchedule(now + self.timings.recovery_interval, 0, now))
+        fresh = await self.read()
         transition = CooledDown(provider, model, kind, error, record.until - now, record.ejections,
-                                await self._has_working_fallback(provider))
+                                any(p != provider and not fresh.cooling(p) for p in self.configured))
         grown = f", ×{record.ejections}" if record.ejections > 1 else ""
         logger.warning("⚠️ Provider %s failed: %s (cooldown: %ds%s)", target, error, round(transition.cooldown), grown)
         if kind == "auth":
             logger.error("❌ Provider %s rejected our credentials: check %s", provider,
                          self._hints.get(provider, f"the API key of {provider}"))
-        if model is None or (await self.read()).no_model_left(provider, self._keys.models[provider]):
+        if model is None or fresh.no_model_left(provider):
             await self.events.publish(HealthEvent("down", provider, error=error, cooldown=transition.cooldown,
                                                   has_working_fallback=transition.has_working_fallback))
         return transition
@@ -288,7 +294,3 @@ class ProviderHealth:
         if provider != self._logged_preferred:  # a change, logged once (not once per request of a burst)
             self._logged_preferred = provider
             logger.info("✅ Provider %s healthy, cached as preferred", provider)
-
-    async def _has_working_fallback(self, provider: str) -> bool:
-        snapshot = await self.read()
-        return any(p != provider and not snapshot.cooling(p) for p in self.configured)

@@ -229,6 +229,7 @@ class Plan:
             await self.health.answered(self.snapshot, target.provider)
         if verdict.kind is FailureKind.REQUEST:
             self._rejections.append((error, target.provider, description))  # told when another answers
+            await self.health.refused(target.provider, verdict.kind.value, description)
         if blame is Blame.STRIKE:
             blamed = await self.health.struck(self.snapshot, target.provider, verdict.kind.value, description,
                                               streamed=streamed)

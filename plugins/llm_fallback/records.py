@@ -29,7 +29,6 @@ half-open): routing and status read it from there.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -247,9 +246,11 @@ class Snapshot:
     def cooling(self, provider: str, model: str | None = None) -> bool:
         return self.health(provider, model) is Health.COOLING
 
-    def no_model_left(self, provider: str, models: Sequence[str], *, on_record: bool = False) -> bool:
+    def no_model_left(self, provider: str, *, on_record: bool = False) -> bool:
         """Every model of `provider` is cooling (`on_record`: has a failure on record, half-open too)."""
-        return all(self.failure(provider, m) is not None if on_record else self.cooling(provider, m) for m in models)
+        models = [m for p, m in self.model_failures if p == provider]
+        return bool(models) and all(self.failure(provider, m) is not None if on_record else
+                                    self.cooling(provider, m) for m in models)
 
     def with_failures(self) -> list[str]:
         """Providers with a failure on record (theirs or one of their models'), sorted."""

@@ -156,7 +156,7 @@ def build_status(registry: ProviderRegistry, snapshot: Snapshot, last_errors: Ma
         last = last_errors.get(name)
         ready = readiness.get(name)
         health = snapshot.health(name)
-        if spec.models and snapshot.no_model_left(name, spec.models):
+        if snapshot.no_model_left(name):
             health = Health.COOLING  # none of its models exists there: it cannot answer
         cooling = health is Health.COOLING
         schedule = snapshot.recoveries.get(name) if record else None
