@@ -13,7 +13,6 @@ nothing stops for want of Redis, and nothing needs writing back (a bucket refill
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import datetime
 
 from pyrate_limiter import GCRA, Rate
@@ -22,8 +21,7 @@ from pyrate_limiter.buckets.redis_state import RedisStateStore
 from pyrate_limiter.buckets.state_bucket import InMemoryStateStore
 
 from plugins.llm_fallback import SharedRedis
-
-Clock = Callable[[], float]
+from plugins.llm_fallback.stores import Clock
 
 PRUNE_ABOVE = 1000
 """Buckets this process keeps before it looks for unused ones to forget."""

@@ -15,6 +15,7 @@ that would otherwise overflow, never one an answer is about to need; otherwise i
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -49,15 +50,23 @@ class Limits:
     group_per_minute: float = 20.0
 
     def overall(self, *, spare: bool = False) -> list[Rate]:
-        return [_rate(self.per_second, 1 if spare else self.burst)]
+        return _rates(self, "all", spare)
 
     def chat(self, chat: ChatId, *, spare: bool = False) -> list[Rate]:
         """The chat's rate, then (groups) its per-minute rate: always in this order (one state field each)."""
-        burst = 1 if spare else self.chat_burst
-        rates = [_rate(self.chat_per_second, burst)]
-        if is_group(chat):
-            rates.append(_rate(self.group_per_minute / 60, burst))
-        return rates
+        return _rates(self, "group" if is_group(chat) else "private", spare)
+
+
+@functools.cache
+def _rates(limits: Limits, kind: str, spare: bool) -> list[Rate]:
+    """Built once per limits, kind and spare (every send asks; the lists are only read)."""
+    if kind == "all":
+        return [_rate(limits.per_second, 1 if spare else limits.burst)]
+    burst = 1 if spare else limits.chat_burst
+    rates = [_rate(limits.chat_per_second, burst)]
+    if kind == "group":
+        rates.append(_rate(limits.group_per_minute / 60, burst))
+    return rates
 
 
 class SendBudget(RateBuckets):

@@ -27,7 +27,6 @@ from aiogram.methods import SendChatAction, TelegramMethod
 
 from .budget import ChatId, Clock
 from .pacer import SendPacer, TooLate
-from .pauses import Scope
 from .priority import Priority, priority_of
 
 logger = logging.getLogger("luka_bot")
@@ -141,10 +140,8 @@ class PacedSends(BaseRequestMiddleware):
             return result
 
     async def _flooded(self, chat: ChatId | None, error: TelegramRetryAfter, method: TelegramMethod[Any], *,
-                       frame: bool = False) -> Scope:
-        scope = await self.pacer.pauses.flooded(chat, error.retry_after, type(method).__name__, frame=frame)
-        self.metrics.flood(scope)
-        return scope
+                       frame: bool = False) -> None:
+        self.metrics.flood(await self.pacer.pauses.flooded(chat, error.retry_after, type(method).__name__, frame=frame))
 
     def _give_up(self, method: TelegramMethod[Any], chat: ChatId | None, why: str) -> SendNotDelivered:
         name = type(method).__name__

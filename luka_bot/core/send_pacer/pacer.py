@@ -59,11 +59,6 @@ class SendPacer:
         self.budget.share(shared, prefix)
         self.pauses.share(shared, prefix)
 
-    @property
-    def queued(self) -> int:
-        """Sends of this process waiting for the overall bucket."""
-        return self._waiting
-
     async def wait_turn(self, chat: ChatId | None, priority: Priority, deadline: float) -> None:
         """Until a send into `chat` may go now; `TooLate` if that is after `deadline`."""
         while chat is not None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,15 +24,13 @@ from zoneinfo import ZoneInfo
 from pyrate_limiter import Rate
 
 from luka_bot.core.config import Settings
-from luka_bot.core.rate_buckets import RateBuckets, per_window
+from luka_bot.core.rate_buckets import Clock, RateBuckets, per_window
 from luka_bot.services.state_stores import state_store
 from plugins.llm_fallback import SharedRedis
 from plugins.llm_fallback.budget import Budgets, Period
 
 from .quota import DailyTokens
 from .usage import counting_for
-
-Clock = Callable[[], float]
 
 
 class Reason(Enum):

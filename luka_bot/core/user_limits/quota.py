@@ -11,15 +11,10 @@ out may be added twice: the quota errs on the side of limiting).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from plugins.llm_fallback import StateStore
-from plugins.llm_fallback.budget import Budgets
-
-Clock = Callable[[], float]
-
-KEEP = 2 * 24 * 3600.0
-"""A day's counter stays this long after its first count (the day is over by then)."""
+from plugins.llm_fallback.budget import KEEP_AFTER, Budgets
+from plugins.llm_fallback.stores import Clock
 
 
 class DailyTokens:
@@ -43,7 +38,7 @@ class DailyTokens:
     async def add(self, user_id: int, tokens: int) -> None:
         """Count `tokens` spent by `user_id` now."""
         if tokens > 0:
-            await self.store.add(self._key(user_id), tokens, KEEP)
+            await self.store.add(self._key(user_id), tokens, KEEP_AFTER)  # kept past its day, as a budget's period
 
     def seconds_to_next_day(self) -> float:
         now = self.clock()
