@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,7 +32,7 @@ from .attempt import ProviderAttempt
 from .background import BackgroundChecks
 from .budget import Budgets
 from .checks import check_provider
-from .deprecations import Lifecycle, model_status
+from .deprecations import Lifecycle, model_status, outdated_models
 from .errors import AllProvidersFailedError, Blame, FailedAttempt, FailureKind, classify
 from .events import EventBus, HealthEvent, Listener
 from .force import check_force
@@ -276,11 +277,12 @@ class LLMProviderFallback:
 
     async def announce_outdated_models(self) -> None:
         """Tell the listeners (admins) of each configured model its vendor retired or deprecated."""
-        for provider in (await self.status()).providers:
-            for model in provider.outdated_models or []:
-                await self.events.publish(HealthEvent("model_retired" if model.retired else "model_deprecated",
-                                                      provider.name, model=model.model, date=model.retirement_date,
-                                                      replacement=model.replacement))
+        today = datetime.fromtimestamp(self.clock(), UTC).date()
+        for notice in outdated_models(self.providers.specs.values(), today=today):  # what the status lists
+            kind = "model_retired" if notice.lifecycle is Lifecycle.RETIRED else "model_deprecated"
+            date = notice.retirement_date.isoformat() if notice.retirement_date else None
+            await self.events.publish(HealthEvent(kind, notice.provider, model=notice.model, date=date,
+                                                  replacement=notice.replacement))
 
     async def aclose(self) -> None:
         await self.background.stop()
